@@ -1,0 +1,138 @@
+"""The ``ursa`` command: thin subcommands over the library."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from ursa.errors import UrsaError
+from ursa.version import __version__
+
+app = typer.Typer(
+    name="ursa",
+    help="From a folder of photos to a fine-tuned image classifier, offline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """Print an :class:`UrsaError` as one line and exit 1, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UrsaError as error:
+            errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"ursa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """From a folder of photos to a fine-tuned image classifier, offline."""
+
+
+@app.command()
+@user_errors
+def train(
+    path: Annotated[
+        Path, typer.Argument(help="One folder per class, or train/ and valid/ folders.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Bundle to write (.ursa).")],
+    epochs: Annotated[int, typer.Option(help="Unfrozen epochs (after the frozen ones).")] = 3,
+    freeze_epochs: Annotated[int, typer.Option(help="Epochs training only the new head.")] = 1,
+    lr: Annotated[float, typer.Option(help="Base learning rate.")] = 2e-3,
+    arch: Annotated[
+        str, typer.Option(help="efficientnet_lite0/1/2 or a timm name.")
+    ] = "efficientnet_lite0",
+    size: Annotated[int, typer.Option(help="Input side in pixels.")] = 224,
+    resize: Annotated[str, typer.Option(help="crop, pad or squish.")] = "crop",
+    augment: Annotated[str, typer.Option(help="default, no_flip or none.")] = "default",
+    valid_pct: Annotated[float, typer.Option(help="Validation fraction (random split).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for split, shuffling and head init.")] = 42,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    workers: Annotated[
+        int | None, typer.Option(help="Loader processes (default: automatic).")
+    ] = None,
+    pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights.")] = True,
+    weights: Annotated[Path | None, typer.Option(help="Local pretrained weights file.")] = None,
+) -> None:
+    """Fine-tune a pretrained backbone on PATH and write a bundle."""
+    from ursa.cli_support import RichLogger, print_skipped, train_folder
+
+    _, learner = train_folder(
+        path, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, arch=arch, size=size,
+        resize=resize, augment=augment, valid_pct=valid_pct, seed=seed, batch_size=batch_size,
+        workers=workers, pretrained=pretrained, weights=weights, logger=RichLogger(console),
+        on_data=lambda d: print_skipped(console, d),
+    )  # fmt: skip
+    bundle = learner.export(output)
+    console.print(
+        f"wrote {bundle} (error rate {learner.history[-1].error_rate:.4f})", soft_wrap=True
+    )
+
+
+@app.command()
+@user_errors
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="A .ursa bundle.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    top_k: Annotated[int, typer.Option(help="Classes to show per image.")] = 3,
+) -> None:
+    """Predict the class of each image; unreadable files are reported, not fatal."""
+    from ursa.cli_support import predict_rows, print_rows
+
+    rows = predict_rows(bundle, images, top_k=top_k)
+    print_rows(console, ["file", "label", "probability", f"top {top_k}"], rows)
+    if any(row[1] == "error" for row in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def demo(
+    folder: Annotated[Path, typer.Option(help="Where to write the digits and the bundle.")] = Path(
+        "demo-output"
+    ),
+    epochs: Annotated[int, typer.Option(help="Unfrozen epochs.")] = 3,
+    size: Annotated[int, typer.Option(help="Input side in pixels.")] = 64,
+) -> None:
+    """Fine-tune on scikit-learn's handwritten digits, export, and predict held-back images."""
+    from ursa.cli_support import RichLogger, demo_report
+    from ursa.demo import run_demo
+
+    console.print(f"writing scikit-learn's digits to {folder}/ and fine-tuning efficientnet_lite0")
+    result = run_demo(folder, epochs=epochs, size=size, logger=RichLogger(console))
+    demo_report(console, result)
+
+
+def main() -> None:
+    """Entry point of the ``ursa`` script."""
+    app(prog_name="ursa")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

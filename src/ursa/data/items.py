@@ -1,0 +1,180 @@
+"""Find labelled images in a folder and split them into training and validation sets.
+
+Torch-free: plain paths, labels and seeded numpy shuffles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ursa.data.imageio import MAX_PIXELS, is_image_name, open_image
+from ursa.errors import DataError, ImageError
+
+log = logging.getLogger(__name__)
+
+TRAIN_DIR_NAMES = ("train",)
+VALID_DIR_NAMES = ("valid", "val", "validation")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One labelled image file."""
+
+    path: Path
+    """Absolute path of the file."""
+    label: str
+    """Class name."""
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """Images that decoded, and the files that did not (with the reason)."""
+
+    items: list[Item]
+    skipped: list[ImageError]
+    sha256: dict[Path, str]
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files_in(folder: Path) -> Iterable[Path]:
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and is_image_name(name):
+                yield Path(dirpath) / name
+
+
+def items_from_class_folders(folder: Path) -> list[Item]:
+    """One item per image file under ``folder/<class>/`` (nested folders included)."""
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder; give a folder with one sub-folder per class")
+    items: list[Item] = []
+    for class_dir in _class_dirs(folder):
+        items.extend(Item(path, class_dir.name) for path in _files_in(class_dir))
+    if not items:
+        loose = [p.name for p in folder.iterdir() if p.is_file() and is_image_name(p)]
+        hint = (
+            f" It holds {len(loose)} loose images: move them into one sub-folder per class."
+            if loose
+            else ""
+        )
+        raise DataError(
+            f"no images found in class folders under {folder}: expected {folder}/<class>/<image>"
+            f" (e.g. {folder}/grizzly/001.jpg).{hint}"
+        )
+    return items
+
+
+def find_split_folders(folder: Path) -> tuple[Path, Path] | None:
+    """``(train, valid)`` when ``folder`` already holds a split, else None."""
+    names = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else {}
+    train = next((names[n] for n in TRAIN_DIR_NAMES if n in names), None)
+    valid = next((names[n] for n in VALID_DIR_NAMES if n in names), None)
+    if train is not None and valid is not None:
+        return train, valid
+    return None
+
+
+def scan_images(
+    items: Sequence[Item], *, max_pixels: int = MAX_PIXELS, workers: int = 4
+) -> ScanResult:
+    """Decode every image once; keep those that decode, report those that do not.
+
+    Decoding runs in a thread pool (Pillow releases the GIL while it decodes).
+    The sha256 of each good file is kept for the dataset fingerprint.
+    """
+
+    def check(item: Item) -> tuple[Item, str | None, ImageError | None]:
+        try:
+            data = item.path.read_bytes()
+        except OSError as error:
+            return item, None, ImageError(str(item.path), f"cannot read the file ({error})")
+        try:
+            open_image(data, max_pixels=max_pixels)
+        except ImageError as error:
+            return item, None, ImageError(str(item.path), error.reason)
+        return item, hashlib.sha256(data).hexdigest(), None
+
+    good: list[Item] = []
+    skipped: list[ImageError] = []
+    digests: dict[Path, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for item, digest, error in pool.map(check, items):
+            if error is not None:
+                skipped.append(error)
+            else:
+                good.append(item)
+                digests[item.path] = digest or ""
+    for error in skipped:
+        log.warning("skipped %s", error)
+    return ScanResult(good, skipped, digests)
+
+
+def random_split(
+    items: Sequence[Item], valid_pct: float, seed: int, *, stratify: bool = True
+) -> tuple[list[Item], list[Item]]:
+    """Split ``items`` into (train, valid), the same way for the same seed on any machine.
+
+    Items are ordered by path first, so the split depends only on the file names
+    and the seed. ``stratify`` takes ``valid_pct`` of every class (at least one
+    image from a class of two or more when ``valid_pct`` > 0).
+    """
+    if not 0.0 <= valid_pct < 1.0:
+        raise DataError(f"valid_pct={valid_pct}: use a fraction from 0 up to (not including) 1")
+    rng = np.random.default_rng(seed)
+    ordered = sorted(items, key=lambda item: (item.label, str(item.path)))
+    groups: list[list[Item]] = []
+    if stratify:
+        by_label: dict[str, list[Item]] = {}
+        for item in ordered:
+            by_label.setdefault(item.label, []).append(item)
+        groups = [by_label[label] for label in sorted(by_label)]
+    else:
+        groups = [ordered]
+    train: list[Item] = []
+    valid: list[Item] = []
+    for group in groups:
+        order = rng.permutation(len(group))
+        n_valid = round(len(group) * valid_pct)
+        if stratify and valid_pct > 0 and n_valid == 0 and len(group) >= 2:
+            n_valid = 1
+        valid_idx = set(order[:n_valid].tolist())
+        for i, item in enumerate(group):
+            (valid if i in valid_idx else train).append(item)
+    return train, valid
+
+
+def class_counts(items: Iterable[Item]) -> dict[str, int]:
+    """Images per class, by class name."""
+    return dict(sorted(Counter(item.label for item in items).items()))
+
+
+def fingerprint(items: Iterable[Item], digests: dict[Path, str], root: Path) -> str:
+    """A sha256 over (label, relative path, content hash) of every item: the dataset's identity."""
+    hasher = hashlib.sha256()
+    lines = sorted(
+        f"{item.label}\t{_relative(item.path, root)}\t{digests.get(item.path, '')}"
+        for item in items
+    )
+    for line in lines:
+        hasher.update(line.encode() + b"\n")
+    return hasher.hexdigest()
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()

@@ -1,0 +1,63 @@
+"""Torch datasets and data loaders over labelled items."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ursa.data.imageio import open_image
+from ursa.data.items import Item
+
+
+class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Items → (image tensor (3, H, W), class index), opened with the safe opener."""
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        class_names: Sequence[str],
+        transform: Callable[[Image.Image], torch.Tensor],
+    ) -> None:
+        self.items = list(items)
+        self.class_to_index = {name: i for i, name in enumerate(class_names)}
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        item = self.items[index]
+        image = open_image(item.path)
+        return self.transform(image), self.class_to_index[item.label]
+
+
+def default_num_workers() -> int:
+    """Loader processes: one per spare core, at most 4; none on a single core."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def make_loader(
+    dataset: ImageDataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+) -> DataLoader[tuple[torch.Tensor, int]]:
+    """A DataLoader; shuffling follows ``seed``; the last short training batch is dropped
+    when there is more than one batch (a batch of one breaks batch norm)."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator if shuffle else None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        drop_last=shuffle and len(dataset) > batch_size,
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -1,0 +1,115 @@
+"""The validation-time transform, in PIL + numpy, shared by training and serving.
+
+Validation, ``Learner.predict``, ``ursa.load(...).predict`` and the server all
+call :func:`preprocess`, so a file gives the same tensor everywhere. It needs
+no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from ursa.errors import ConfigError
+
+ResizeMethod = Literal["crop", "pad", "squish"]
+Interpolation = Literal["bicubic", "bilinear", "nearest"]
+
+RESIZE_METHODS: tuple[str, ...] = ("crop", "pad", "squish")
+_PIL_FILTERS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an RGB image becomes the model's input tensor (C, H, W) float32."""
+
+    size: int = 224
+    """Side of the square input, in pixels."""
+    resize: ResizeMethod = "crop"
+    """crop: scale the short side to `size`, cut the centre; pad: scale the long side
+    to `size`, pad with zeros; squish: scale both sides to `size`, ignoring aspect."""
+    interpolation: Interpolation = "bicubic"
+    """Resampling filter used when resizing."""
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    """Per-channel mean subtracted after scaling pixels to [0, 1]."""
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    """Per-channel standard deviation divided by after the mean."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.size, int) or self.size < 8:
+            problems.append(f"size={self.size!r}: use a whole number of pixels, at least 8")
+        if self.resize not in RESIZE_METHODS:
+            problems.append(f"resize={self.resize!r}: use one of {', '.join(RESIZE_METHODS)}")
+        if self.interpolation not in _PIL_FILTERS:
+            problems.append(
+                f"interpolation={self.interpolation!r}: use one of {', '.join(_PIL_FILTERS)}"
+            )
+        if len(self.mean) != 3 or len(self.std) != 3:
+            problems.append("mean and std need three values each (R, G, B)")
+        elif any(s <= 0 for s in self.std):
+            problems.append(f"std={self.std!r}: every value must be above 0")
+        if problems:
+            raise ConfigError("invalid preprocessing settings:\n  " + "\n  ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "resize": self.resize,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PreprocessConfig:
+        return cls(
+            size=int(values["size"]),
+            resize=values["resize"],
+            interpolation=values["interpolation"],
+            mean=tuple(float(v) for v in values["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in values["std"]),  # type: ignore[arg-type]
+        )
+
+
+def resize_image(image: Image.Image, size: int, method: str, interpolation: str) -> Image.Image:
+    """Resize an RGB image to exactly ``size`` × ``size`` by ``method``."""
+    resample = _PIL_FILTERS[interpolation]
+    width, height = image.size
+    if method == "squish":
+        return image.resize((size, size), resample)
+    if method == "crop":
+        scale = size / min(width, height)
+        new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+        resized = image.resize((new_w, new_h), resample)
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+        return resized.crop((left, top, left + size, top + size))
+    if method == "pad":
+        scale = size / max(width, height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        resized = image.resize((new_w, new_h), resample)
+        canvas = Image.new("RGB", (size, size), (0, 0, 0))
+        canvas.paste(resized, ((size - new_w) // 2, (size - new_h) // 2))
+        return canvas
+    raise ConfigError(f"resize={method!r}: use one of {', '.join(RESIZE_METHODS)}")
+
+
+def normalize(array: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """(H, W, 3) uint8 → (3, H, W) float32, scaled to [0, 1] then standardised."""
+    mean = np.asarray(config.mean, dtype=np.float32)
+    scale = np.asarray([1.0 / (255.0 * s) for s in config.std], dtype=np.float32)
+    chw = array.transpose(2, 0, 1).astype(np.float32)  # (3, H, W)
+    return (chw - (mean * 255.0)[:, None, None]) * scale[:, None, None]
+
+
+def preprocess(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    """An RGB PIL image → the model's input, (3, size, size) float32."""
+    resized = resize_image(image, config.size, config.resize, config.interpolation)
+    return normalize(np.asarray(resized, dtype=np.uint8), config)

@@ -1,0 +1,92 @@
+"""``ursa.load``: a bundle as a ready-to-use model.
+
+This stage runs the bundle's weights with PyTorch (``ursa[train]``); the
+torch-free ONNX Runtime path belongs to ``ursa.serve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ursa.data.imageio import ImageSource, open_image
+from ursa.data.preprocess import preprocess
+from ursa.errors import BundleError
+from ursa.export.bundle import WEIGHTS_NAME, Bundle, BundleConfig, read_bundle
+from ursa.prediction import Prediction, predictions_from_logits
+
+
+class Model:
+    """A loaded bundle: ``predict`` and ``predict_batch`` over paths, bytes or PIL images."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self._network = _torch_network(bundle)
+
+    @property
+    def config(self) -> BundleConfig:
+        return self.bundle.config
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.bundle.config.class_names
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.bundle.metrics
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 preprocessed inputs → (N, C) logits."""
+        import torch
+
+        with torch.inference_mode():
+            return self._network(torch.from_numpy(inputs)).float().numpy()
+
+    def predict_batch(
+        self, sources: Sequence[ImageSource], batch_size: int = 32
+    ) -> list[Prediction]:
+        """Predict several images with the bundle's validation transform."""
+        results: list[Prediction] = []
+        for start in range(0, len(sources), batch_size):
+            chunk = sources[start : start + batch_size]
+            inputs = np.stack([preprocess(open_image(s), self.config.preprocess) for s in chunk])
+            results += predictions_from_logits(self.logits(inputs), self.class_names)
+        return results
+
+    def predict(self, source: ImageSource) -> Prediction:
+        """Predict one image."""
+        return self.predict_batch([source])[0]
+
+
+def _torch_network(bundle: Bundle) -> Any:
+    try:
+        import torch  # noqa: F401
+        from safetensors.torch import load as load_safetensors
+
+        from ursa.models.backbones import create_model
+    except ImportError:
+        raise BundleError(
+            f"{bundle.path}: running this bundle needs PyTorch: pip install 'ursa[train]'"
+        ) from None
+    config = bundle.config
+    try:
+        state = load_safetensors(bundle.read(WEIGHTS_NAME))
+    except Exception as error:
+        raise BundleError(f"{bundle.path}: model.safetensors is unreadable ({error})") from None
+    network = create_model(config.timm_name, len(config.class_names), pretrained=False)
+    result = network.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise BundleError(
+            f"{bundle.path}: the weights do not fit {config.timm_name} with "
+            f"{len(config.class_names)} classes ({len(result.missing_keys)} missing, "
+            f"{len(result.unexpected_keys)} unexpected tensors)"
+        )
+    return network.eval()
+
+
+def load(path: str | Path) -> Model:
+    """Open a ``.ursa`` bundle for prediction; a bad file raises :class:`BundleError`."""
+    return Model(read_bundle(path))

@@ -1,0 +1,70 @@
+"""Turn a trained Learner into a ``.ursa`` bundle."""
+
+from __future__ import annotations
+
+import math
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import save
+
+from ursa.export.bundle import BundleConfig, write_bundle
+from ursa.version import __version__
+
+if TYPE_CHECKING:
+    from ursa.train.learner import Learner
+
+
+def _clean(value: float) -> float | None:
+    """JSON has no NaN: metrics that could not be computed become null."""
+    return None if math.isnan(value) else value
+
+
+def export_learner(learner: Learner, path: Path) -> Path:
+    """Write ``learner``'s model, config and metrics as a bundle at ``path``."""
+    data = learner.data
+    final = learner.validate() if data.valid_items else None
+    training: dict[str, Any] = {
+        "fits": learner.fits,
+        "epochs": len(learner.history),
+        "seed": learner.seed,
+        "pretrained": learner.pretrained,
+        "batch_size": data.config.batch_size,
+        "augment": data.config.augment,
+        "valid_pct": data.config.valid_pct,
+        "train_images": len(data.train_items),
+        "valid_images": len(data.valid_items),
+        "skipped_files": len(data.skipped),
+        "train_seconds": round(learner.train_seconds, 2),
+        "device": str(learner.device),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+    }
+    config = BundleConfig(
+        arch=learner.arch,
+        timm_name=learner.timm_name,
+        class_names=list(learner.class_names),
+        preprocess=learner.preprocess,
+        training=training,
+        dataset_fingerprint=data.fingerprint,
+        ursa_version=__version__,
+    )
+    metrics = {
+        "history": [
+            {k: (_clean(v) if isinstance(v, float) else v) for k, v in r.to_dict().items()}
+            for r in learner.history
+        ],
+        "final": None
+        if final is None
+        else {
+            "valid_loss": _clean(final.loss),
+            "error_rate": _clean(final.error_rate),
+            "accuracy": _clean(final.accuracy),
+            "count": final.count,
+        },
+        "counts": data.counts(),
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in learner.model.state_dict().items()}
+    return write_bundle(path, config, save(state), metrics)

@@ -1,0 +1,3 @@
+"""ursa's version."""
+
+__version__ = "0.1.0"
