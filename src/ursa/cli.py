@@ -129,6 +129,11 @@ def demo(
     demo_report(console, result)
 
 
+# Stage command modules register themselves here: each has `register(app)`.
+# stage commands: begin
+# stage commands: end
+
+
 def main() -> None:
     """Entry point of the ``ursa`` script."""
     app(prog_name="ursa")
