@@ -111,3 +111,12 @@ def test_bytes_file_objects_and_pil_images_agree(tmp_path: Path) -> None:
     from_pil = open_image(image)
     for opened in (from_bytes, from_stream, from_pil):
         assert opened.getpixel((3, 3)) == (10, 20, 30)
+
+
+def test_draft_decoding_still_catches_truncation(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = jpeg_bytes(Image.fromarray(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)))
+    small = open_image(data, draft=64)
+    assert 64 <= min(small.size) < 512  # decoded at a reduced scale
+    with pytest.raises(ImageError, match="truncated"):
+        open_image(data[: len(data) * 3 // 4], draft=64)

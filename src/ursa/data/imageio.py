@@ -53,12 +53,19 @@ def _describe(source: ImageSource) -> str:
     return getattr(source, "name", "<file object>")
 
 
-def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def open_image(
+    source: ImageSource, *, max_pixels: int = MAX_PIXELS, draft: int | None = None
+) -> Image.Image:
     """Decode ``source`` fully and return an 8-bit RGB image, the right way up.
 
     ``source`` may be a path, raw bytes, a binary file object or a PIL image.
     Raises :class:`ImageError` naming the source and the reason when it is not a
     readable image or has more than ``max_pixels`` pixels.
+
+    ``draft`` lets a JPEG decode at a reduced scale (no smaller than ``draft``
+    pixels a side): every byte is still decoded, so a corrupt or truncated file
+    still fails, at a fraction of the cost. For checking files, not for pixels
+    that a model will see.
     """
     name = _describe(source)
     if isinstance(source, Image.Image):
@@ -91,6 +98,8 @@ def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Im
                 )
             if width == 0 or height == 0:
                 raise ImageError(name, f"the image has no pixels ({width}×{height})")
+            if draft is not None and image.format == "JPEG":
+                image.draft("RGB", (draft, draft))
             image.load()  # full decode: truncated files fail here
     except ImageError:
         raise
