@@ -6,6 +6,9 @@ same numpy code the server runs, so there is one definition of "the input".
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
@@ -25,7 +28,8 @@ def train_transform(
     """RGB PIL image → augmented, normalised (3, size, size) float32 tensor.
 
     ``default``: random resized crop (or the fixed pad / squish resize), horizontal
-    flip, rotation up to ±10°, brightness and contrast ±20 %. ``no_flip``: the same
+    flip, rotation up to ±10° (corners filled by reflection, not black), brightness
+    and contrast ±20 %. ``no_flip``: the same
     without the flip (digits, text, anything with a handedness). ``none``: the
     validation transform.
     """
@@ -44,7 +48,7 @@ def train_transform(
     if augment == "default":
         steps.append(v2.RandomHorizontalFlip())
     steps += [
-        v2.RandomApply([v2.RandomRotation(10, interpolation=InterpolationMode.BILINEAR)], p=0.75),
+        v2.RandomApply([ReflectRotate(10.0)], p=0.75),
         v2.ColorJitter(brightness=0.2, contrast=0.2),
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
@@ -77,3 +81,25 @@ class FixedResize(v2.Transform):
 
     def forward(self, image: Image.Image) -> Image.Image:
         return resize_image(image, self.config.size, self.config.resize, self.config.interpolation)
+
+
+class ReflectRotate(v2.Transform):
+    """Rotate by a random angle in ±``degrees``, filling the corners by reflection.
+
+    A plain rotation fills the corners with black, which the model then learns
+    as a feature of training images that validation images never have. The
+    image is padded by reflection, rotated, and its centre cut out again.
+    """
+
+    def __init__(self, degrees: float) -> None:
+        super().__init__()
+        self.degrees = degrees
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        angle = float(torch.empty(1).uniform_(-self.degrees, self.degrees))
+        width, height = image.size
+        # Enough margin that the rotated corners stay inside the padded image.
+        margin = int(math.ceil(max(width, height) * math.sin(math.radians(abs(angle))))) + 1
+        padded = np.pad(np.asarray(image), ((margin, margin), (margin, margin), (0, 0)), "reflect")
+        rotated = Image.fromarray(padded).rotate(angle, resample=Image.Resampling.BILINEAR)
+        return rotated.crop((margin, margin, margin + width, margin + height))
