@@ -99,7 +99,7 @@ class ReflectRotate(v2.Transform):
         angle = float(torch.empty(1).uniform_(-self.degrees, self.degrees))
         width, height = image.size
         # Enough margin that the rotated corners stay inside the padded image.
-        margin = int(math.ceil(max(width, height) * math.sin(math.radians(abs(angle))))) + 1
+        margin = math.ceil(max(width, height) * math.sin(math.radians(abs(angle)))) + 1
         padded = np.pad(np.asarray(image), ((margin, margin), (margin, margin), (0, 0)), "reflect")
         rotated = Image.fromarray(padded).rotate(angle, resample=Image.Resampling.BILINEAR)
         return rotated.crop((margin, margin, margin + width, margin + height))
