@@ -131,6 +131,9 @@ def demo(
 
 # Stage command modules register themselves here: each has `register(app)`.
 # stage commands: begin
+from ursa.cli_data import register as _register_data  # noqa: E402
+
+_register_data(app)
 # stage commands: end
 
 
