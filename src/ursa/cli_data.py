@@ -100,7 +100,8 @@ def register(app: typer.Typer) -> None:
         if fix and report.to_quarantine:
             moves = apply_fix(report)
             console.print(
-                f"moved {len(moves)} file(s) to {path}/.ursa-quarantine (undo: --restore)"
+                f"moved {len(moves)} file(s) to {path}/.ursa-quarantine (undo: --restore)",
+                soft_wrap=True,
             )
 
     @app.command()
@@ -136,8 +137,10 @@ def register(app: typer.Typer) -> None:
         for removed in report.removed:
             console.print(f"removed {removed}", highlight=False, soft_wrap=True)
         if not report.removed:
-            console.print(f"{target} is not in {path}; recorded so gather never saves it")
-        console.print(f"recorded {report.recorded} hash(es) in {path}/ursa.sqlite")
+            console.print(
+                f"{target} is not in {path}; recorded so gather never saves it", soft_wrap=True
+            )
+        console.print(f"recorded {report.recorded} hash(es) in {path}/ursa.sqlite", soft_wrap=True)
 
 
 def _provider(
@@ -201,7 +204,9 @@ def _print_gather(console: Console, path: Path, report: DownloadReport) -> None:
             "[yellow]some classes have fewer images than asked; run the same command again, "
             "or try another --provider or --query[/]"
         )
-    console.print(f"manifest: {path}/ursa.sqlite (`ursa sources {path}` lists licences)")
+    console.print(
+        f"manifest: {path}/ursa.sqlite (`ursa sources {path}` lists licences)", soft_wrap=True
+    )
 
 
 def _print_findings(console: Console, report: VerifyReport) -> None:

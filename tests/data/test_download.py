@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import signal
@@ -260,7 +261,8 @@ def test_killed_gather_resumes_without_duplicates_or_partial_files(tmp_path: Pat
                     # The manifest is readable by another process while the download writes.
                     with sqlite3.connect(manifest_path, timeout=5) as reader:
                         query = "SELECT count(*) FROM images WHERE status = 'ok'"
-                        saved_before = reader.execute(query).fetchone()[0]
+                        with contextlib.suppress(sqlite3.OperationalError):  # not created yet
+                            saved_before = reader.execute(query).fetchone()[0]
                     if saved_before >= 6:
                         break
                 time.sleep(0.05)

@@ -491,10 +491,10 @@ class _Downloader:
             if url in seen:
                 continue
             seen.add(url)
-            if url in self.settled:
-                continue
             if url_key(url) in self.forgotten_urls:
                 self.emit(job, "forgotten", "this URL was forgotten (ursa forget)")
+                continue
+            if url in self.settled:
                 continue
             queue.append(job)
         limits = httpx.Limits(max_connections=self.config.concurrency)
