@@ -99,14 +99,20 @@ def train(
 @user_errors
 def predict(
     bundle: Annotated[Path, typer.Argument(help="A .ursa bundle.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    images: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
     top_k: Annotated[int, typer.Option(help="Classes to show per image.")] = 3,
+    out: Annotated[Path | None, typer.Option(help="Write a CSV here instead of a table.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per model run.")] = 32,
 ) -> None:
-    """Predict the class of each image; unreadable files are reported, not fatal."""
-    from ursa.cli_support import predict_rows, print_rows
+    """Predict the class of each image; unreadable files get an error row, not a crash."""
+    from ursa.cli_support import expand_images, predict_rows, print_rows, write_csv
 
-    rows = predict_rows(bundle, images, top_k=top_k)
-    print_rows(console, ["file", "label", "probability", f"top {top_k}"], rows)
+    files = expand_images(images)
+    rows = predict_rows(bundle, files, top_k=top_k, batch_size=batch_size, console=console)
+    if out is None:
+        print_rows(console, ["file", "label", "probability", f"top {top_k}"], rows)
+    else:
+        write_csv(console, out, rows)
     if any(row[1] == "error" for row in rows):
         raise typer.Exit(1)
 
@@ -131,6 +137,9 @@ def demo(
 
 # Stage command modules register themselves here: each has `register(app)`.
 # stage commands: begin
+from ursa.cli_serve import register as _register_serve  # noqa: E402
+
+_register_serve(app)
 from ursa.cli_data import register as _register_data  # noqa: E402
 
 _register_data(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,12 +11,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ursa.errors import UrsaError
+from ursa.errors import ConfigError, DataError, UrsaError
 from ursa.train.progress import COLUMNS, EpochRecord, format_row
 
 if TYPE_CHECKING:
     from ursa.data.core import ImageData
     from ursa.demo import DemoResult
+    from ursa.export.deploy import ExportResult
+    from ursa.serve.bench import BenchRow
     from ursa.train.learner import Learner
 
 
@@ -103,21 +106,116 @@ def train_folder(
     return data, learner
 
 
-def predict_rows(bundle: Path, images: Sequence[Path], *, top_k: int) -> list[list[str]]:
-    """[file, label, probability, top-k] per image; an unreadable file gets "error" and why."""
-    from ursa.export.model import load
+def expand_images(arguments: Sequence[str]) -> list[Path]:
+    """Files as given, folders searched recursively for images, glob patterns expanded.
 
+    A file named explicitly is kept even when it is not an image (its row says why).
+    """
+    import glob
+
+    from ursa.data.imageio import is_image_name
+
+    files: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p))
+        elif path.exists() or not glob.has_magic(argument):
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(argument, recursive=True))
+            found = [p for p in found if p.is_file() and is_image_name(p)]
+        if not found:
+            raise DataError(f"{argument}: no image files match")
+        files += found
+    return files
+
+
+def predict_rows(
+    bundle: Path,
+    images: Sequence[Path],
+    *,
+    top_k: int,
+    batch_size: int = 32,
+    console: Console | None = None,
+) -> list[list[str]]:
+    """[file, label, probability, top-k] per image; an unreadable file gets "error" and why.
+
+    Images are decoded in threads and run through the model ``batch_size`` at a
+    time; a progress bar shows on ``console`` when there are many.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from ursa.data.imageio import open_image
+    from ursa.data.preprocess import preprocess
+    from ursa.export.model import load
+    from ursa.prediction import predictions_from_logits
+
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: use 1 or more")
     model = load(bundle)
-    rows = []
-    for image in images:
+    config = model.config.preprocess
+
+    def prepare(path: Path) -> np.ndarray | UrsaError:
         try:
-            prediction = model.predict(image)
+            return preprocess(open_image(path), config)
         except UrsaError as error:
-            rows.append([str(image), "error", "", str(error)])
-            continue
-        top = ", ".join(f"{label} {p:.3f}" for label, p in prediction.top(top_k))
-        rows.append([str(image), prediction.label, f"{prediction.probability:.4f}", top])
+            return error
+
+    rows: list[list[str]] = []
+    show = console is not None and len(images) > batch_size
+    progress = Progress(
+        TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True, disable=not show,
+    )  # fmt: skip
+    with progress, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        task = progress.add_task("predict", total=len(images))
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            prepared = list(pool.map(prepare, chunk))
+            good = [a for a in prepared if not isinstance(a, UrsaError)]
+            answers = iter(
+                predictions_from_logits(model.logits(np.stack(good)), model.class_names)
+                if good
+                else []
+            )
+            for path, item in zip(chunk, prepared, strict=True):
+                if isinstance(item, UrsaError):
+                    rows.append([str(path), "error", "", str(item)])
+                    continue
+                prediction = next(answers)
+                top = ", ".join(f"{label} {p:.3f}" for label, p in prediction.top(top_k))
+                rows.append([str(path), prediction.label, f"{prediction.probability:.4f}", top])
+            progress.update(task, advance=len(chunk))
     return rows
+
+
+def write_csv(console: Console, path: Path, rows: Sequence[Sequence[str]]) -> None:
+    """Write predictions as CSV (path, label, probability, top_k, error), atomically."""
+    import csv
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(["path", "label", "probability", "top_k", "error"])
+            for file, label, probability, detail in rows:
+                if label == "error":
+                    writer.writerow([file, "", "", "", detail])
+                else:
+                    writer.writerow([file, label, probability, detail, ""])
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    errors = sum(row[1] == "error" for row in rows)
+    console.print(
+        f"wrote {len(rows)} rows to {path} ({errors} unreadable file(s))", soft_wrap=True
+    )
 
 
 def print_rows(console: Console, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -143,3 +241,39 @@ def demo_report(console: Console, result: DemoResult) -> None:
     console.print(f"held-back images correct: {correct}/{len(result.holdout)}")
     console.print(f"bundle: {result.bundle}", soft_wrap=True)
     console.print(f"[bold]validation error rate: {result.error_rate:.4f}[/]")
+
+
+def export_report(console: Console, result: ExportResult) -> None:
+    """What ``ursa export`` added, with the parity and accuracy numbers."""
+    if result.parity is not None:
+        parity = result.parity
+        console.print(
+            f"model.onnx: parity on {parity.images} images, max |onnx - torch| "
+            f"{parity.max_abs_diff:.2g}, top-1 agrees on {parity.top1_agree}/{parity.images} "
+            f"(tolerance: {parity.tolerance})",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    if result.int8 is not None:
+        report = result.int8
+        console.print(
+            f"model.int8.onnx: top-1 on {report.valid_images} validation images "
+            f"{report.fp32_accuracy:.2%} (fp32) → {report.int8_accuracy:.2%} (int8), drop "
+            f"{report.drop_points:.2f} points (limit {report.max_drop_points:g}); calibrated on "
+            f"{report.calibration_images} images",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    console.print(f"wrote {result.bundle}", soft_wrap=True)
+
+
+def print_bench(console: Console, rows: Sequence[BenchRow]) -> None:
+    """The benchmark as a table (tab-separated when piped)."""
+    header = ["mode", "precision", "concurrency", "requests", "p50 ms", "p90 ms", "p99 ms"]
+    print_rows(
+        console,
+        [*header, "images/s"],
+        [
+            [r.mode, r.precision, str(r.concurrency), str(r.requests), f"{r.p50_ms:.2f}",
+             f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.images_per_s:.1f}"]
+            for r in rows
+        ],
+    )  # fmt: skip

@@ -1,14 +1,17 @@
 """``ursa.load``: a bundle as a ready-to-use model.
 
-This stage runs the bundle's weights with PyTorch (``ursa[train]``); the
-torch-free ONNX Runtime path belongs to ``ursa.serve``.
+:class:`Model` runs the bundle's weights with PyTorch (``ursa[train]``).
+:func:`load` returns the torch-free :class:`ursa.serve.Predictor` (ONNX
+Runtime) instead when the bundle holds ``model.onnx`` or PyTorch is not
+installed; both have the same ``predict`` / ``predict_batch`` / ``logits``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +20,9 @@ from ursa.data.preprocess import preprocess
 from ursa.errors import BundleError
 from ursa.export.bundle import WEIGHTS_NAME, Bundle, BundleConfig, read_bundle
 from ursa.prediction import Prediction, predictions_from_logits
+
+if TYPE_CHECKING:
+    from ursa.serve.predictor import Predictor
 
 
 class Model:
@@ -29,6 +35,11 @@ class Model:
     @property
     def config(self) -> BundleConfig:
         return self.bundle.config
+
+    @property
+    def network(self) -> Any:
+        """The PyTorch module (eval mode, CPU)."""
+        return self._network
 
     @property
     def class_names(self) -> list[str]:
@@ -87,6 +98,25 @@ def _torch_network(bundle: Bundle) -> Any:
     return network.eval()
 
 
-def load(path: str | Path) -> Model:
-    """Open a ``.ursa`` bundle for prediction; a bad file raises :class:`BundleError`."""
-    return Model(read_bundle(path))
+def load(path: str | Path, *, backend: str = "auto") -> Model | Predictor:
+    """Open a ``.ursa`` bundle for prediction; a bad file raises :class:`BundleError`.
+
+    ``backend``: ``"auto"`` uses ONNX Runtime when the bundle has ``model.onnx``
+    or PyTorch is absent, else PyTorch; ``"onnx"`` or ``"torch"`` force one.
+    """
+    if backend not in ("auto", "onnx", "torch"):
+        raise BundleError(f"backend={backend!r}: use auto, onnx or torch")
+    bundle = read_bundle(path)
+    has_onnx = "model.onnx" in bundle.members
+    torch_present = find_spec("torch") is not None
+    if backend == "onnx" or (backend == "auto" and (has_onnx or not torch_present)):
+        if not has_onnx and backend == "auto":
+            raise BundleError(
+                f"{bundle.path}: PyTorch is not installed and the bundle has no model.onnx; "
+                f"run `ursa export {bundle.path} --onnx` where ursa[train] is installed, or "
+                f"pip install 'ursa[train]'"
+            )
+        from ursa.serve.predictor import Predictor
+
+        return Predictor(bundle)
+    return Model(bundle)

@@ -1,4 +1,9 @@
 """The serve stage: a torch-free ONNX Runtime predictor and the inference server.
 
-Not built yet: this package only reserves the name in the layout of DESIGN.md.
+``import ursa.serve`` never imports torch or timm: a deployment installs
+``ursa[serve]`` (onnxruntime, fastapi, uvicorn, numpy, pillow) only.
 """
+
+from ursa.serve.predictor import Predictor, available_providers
+
+__all__ = ["Predictor", "available_providers"]

@@ -1,0 +1,145 @@
+"""``ursa export``: add checked ``model.onnx`` and ``model.int8.onnx`` members to a bundle."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ursa.errors import ConfigError, DataError
+from ursa.export.bundle import Bundle, read_bundle
+from ursa.export.onnx import (
+    INT8_NAME,
+    ONNX_NAME,
+    ExportError,
+    ParityReport,
+    export_onnx,
+    rewrite_bundle,
+)
+from ursa.export.quantize import (
+    MAX_DROP_POINTS,
+    QuantizeReport,
+    accuracy,
+    check_drop,
+    load_inputs,
+    quantize_int8,
+    session_for,
+)
+
+#: Parity samples taken from the user's validation images when there are some.
+PARITY_IMAGES = 16
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``export_for_serving`` added to the bundle, with the checks' numbers."""
+
+    bundle: Path
+    parity: ParityReport | None
+    int8: QuantizeReport | None
+
+
+def export_for_serving(
+    path: str | Path,
+    *,
+    onnx: bool = True,
+    int8: bool = False,
+    calibrate: str | Path | None = None,
+    calibration_images: int = 200,
+    max_drop: float = MAX_DROP_POINTS,
+) -> ExportResult:
+    """Export the bundle at ``path`` to ONNX (and int8), check both, rewrite it atomically.
+
+    int8 needs ``calibrate``: the training folder (or one like it). Its training
+    split calibrates the quantizer; its validation split, rebuilt with the
+    bundle's seed and ``valid_pct``, measures the accuracy drop.
+    """
+    if not onnx and not int8:
+        raise ConfigError("nothing to export: pass --onnx, --int8 or both")
+    if int8 and calibrate is None:
+        raise ConfigError(
+            "int8 quantization needs --calibrate DATA: a folder of your images (one folder per "
+            "class, like the training folder) to calibrate on and to check accuracy against"
+        )
+    if calibration_images < 1:
+        raise ConfigError(f"calibration_images={calibration_images}: use 1 or more")
+    bundle = read_bundle(path)
+    split = _split(bundle, Path(calibrate)) if calibrate is not None else None
+    parity: ParityReport | None = None
+    members: dict[str, bytes] = {}
+    if onnx or ONNX_NAME not in bundle.members:
+        samples = split[1][:PARITY_IMAGES] if split else []
+        onnx_bytes, parity = export_onnx(bundle, samples)
+        members[ONNX_NAME] = onnx_bytes
+    else:
+        onnx_bytes = bundle.read(ONNX_NAME)
+    update = {} if parity is None else {"onnx": parity.to_dict()}
+    report: QuantizeReport | None = None
+    if int8 and split is not None:
+        try:
+            int8_bytes, report = _quantize(bundle, onnx_bytes, split, calibration_images, max_drop)
+        except ExportError:
+            if members:  # the checked fp32 model is kept even when int8 is refused
+                rewrite_bundle(bundle, members, update)
+            raise
+        members[INT8_NAME] = int8_bytes
+        update["int8"] = report.to_dict()
+    rewrite_bundle(bundle, members, update)
+    return ExportResult(bundle=bundle.path, parity=parity, int8=report)
+
+
+_Split = tuple[list[Path], list[Path], np.ndarray]
+
+
+def _split(bundle: Bundle, folder: Path) -> _Split:
+    """(calibration files, validation files, validation label indices) from ``folder``."""
+    from ursa.data.core import ImageData
+
+    training = bundle.config.training
+    data = ImageData.from_folder(
+        folder,
+        valid_pct=float(training.get("valid_pct") or 0.2),
+        seed=int(training.get("seed", 42)),
+        size=bundle.config.preprocess.size,
+        resize=bundle.config.preprocess.resize,
+    )
+    names = bundle.config.class_names
+    unknown = sorted(set(data.class_names) - set(names))
+    if unknown:
+        raise DataError(
+            f"{folder} has classes the model does not know: {', '.join(unknown)} "
+            f"(it knows {', '.join(names)}); calibrate on the data it was trained on"
+        )
+    if not data.valid_items:
+        raise DataError(
+            f"{folder} gives no validation images, so the int8 accuracy cannot be checked; "
+            f"use a folder with a valid/ split or more images per class"
+        )
+    train = [item.path for item in data.train_items]
+    valid = [item.path for item in data.valid_items]
+    labels = np.array([names.index(item.label) for item in data.valid_items])
+    return train, valid, labels
+
+
+def _quantize(
+    bundle: Bundle, onnx_bytes: bytes, split: _Split, count: int, max_drop: float
+) -> tuple[bytes, QuantizeReport]:
+    train, valid, labels = split
+    config = bundle.config.preprocess
+    chosen = random.Random(int(bundle.config.training.get("seed", 42))).sample(
+        train, min(count, len(train))
+    )
+    int8_bytes = quantize_int8(onnx_bytes, load_inputs(chosen, config))
+    valid_inputs = load_inputs(valid, config)
+    fp32_accuracy = accuracy(session_for(onnx_bytes), valid_inputs, labels)
+    int8_accuracy = accuracy(session_for(int8_bytes), valid_inputs, labels)
+    report = check_drop(
+        fp32_accuracy,
+        int8_accuracy,
+        calibration_images=len(chosen),
+        valid_images=len(valid),
+        max_drop=max_drop,
+    )
+    return int8_bytes, report

@@ -1,0 +1,183 @@
+"""ONNX export with a parity check against PyTorch, and rewriting a bundle with new members.
+
+The exported graph has a dynamic batch axis (input ``input`` of shape
+(N, 3, H, W) float32, output ``logits`` of shape (N, C)). Before it is added
+to a bundle, ONNX Runtime and PyTorch run the same sample images and must
+agree: every logit within ``atol + rtol · |torch logit|`` and the top-1 class
+equal on every image. Otherwise :class:`ExportError` gives the numbers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import warnings
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ursa.data.imageio import ImageSource, open_image
+from ursa.data.preprocess import PreprocessConfig, preprocess
+from ursa.errors import UrsaError
+from ursa.export.bundle import REQUIRED_MEMBERS, Bundle, read_bundle, write_bundle
+
+log = logging.getLogger(__name__)
+
+ONNX_NAME = "model.onnx"
+INT8_NAME = "model.int8.onnx"
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+#: Opset 17 is understood by every ONNX Runtime from 1.14 on.
+OPSET = 17
+#: fp32 ONNX Runtime vs PyTorch: kernels differ in summation order, nothing more.
+PARITY_ATOL = 1e-3
+PARITY_RTOL = 1e-3
+
+
+class ExportError(UrsaError):
+    """An export that failed its check (parity or accuracy) and was not written."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """How closely ONNX Runtime reproduces PyTorch on the sample images."""
+
+    images: int
+    max_abs_diff: float
+    tolerance: str
+    top1_agree: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sample_inputs(
+    config: PreprocessConfig, sources: Sequence[ImageSource] = (), count: int = 8, seed: int = 0
+) -> np.ndarray:
+    """(N, 3, H, W) inputs for parity checks: ``sources`` when given, else synthetic images.
+
+    Synthetic images are smooth colour gradients with noise (deterministic in
+    ``seed``), unlike anything that would give tied logits.
+    """
+    if sources:
+        return np.stack([preprocess(open_image(source), config) for source in sources])
+    rng = np.random.default_rng(seed)
+    images = []
+    side = max(config.size, 64)
+    ramp = np.linspace(0.0, 1.0, side, dtype=np.float32)
+    for _ in range(count):
+        base = rng.uniform(0, 255, size=3)
+        tilt = rng.uniform(-120, 120, size=3)
+        pixels = base + tilt * ramp[None, :, None] + rng.normal(0, 30, size=(side, side, 3))
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
+        images.append(preprocess(image, config))
+    return np.stack(images)
+
+
+def torch_to_onnx(network: Any, size: int) -> bytes:
+    """Trace ``network`` (eval mode, CPU) to ONNX bytes with a dynamic batch axis."""
+    import torch
+
+    example = torch.zeros(2, 3, size, size)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is stable and fast for these CNNs; its deprecation
+        # notice is not for the user of ursa.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            network,
+            (example,),
+            buffer,  # type: ignore[arg-type]  # a file object works too
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+def ort_logits(model: bytes, inputs: np.ndarray) -> np.ndarray:
+    """Run ONNX bytes on the CPU provider: (N, 3, H, W) → (N, C)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {INPUT_NAME: inputs})[0])
+
+
+def check_parity(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    *,
+    atol: float = PARITY_ATOL,
+    rtol: float = PARITY_RTOL,
+) -> ParityReport:
+    """Compare (N, C) logits; :class:`ExportError` with the numbers when they disagree."""
+    tolerance = f"|onnx - torch| <= {atol:g} + {rtol:g}·|torch|, top-1 equal on every image"
+    if reference.shape != candidate.shape:
+        raise ExportError(
+            f"ONNX parity check failed: output shape {candidate.shape}, PyTorch {reference.shape}"
+        )
+    difference = np.abs(candidate.astype(np.float64) - reference)
+    allowed = atol + rtol * np.abs(reference)
+    agree = reference.argmax(axis=1) == candidate.argmax(axis=1)
+    report = ParityReport(
+        images=len(reference),
+        max_abs_diff=float(difference.max(initial=0.0)),
+        tolerance=tolerance,
+        top1_agree=int(agree.sum()),
+    )
+    outside = int((difference > allowed).sum())
+    if outside or not agree.all():
+        raise ExportError(
+            f"ONNX parity check failed on {report.images} sample images: max |difference| "
+            f"{report.max_abs_diff:.3g} ({outside} logits outside {tolerance}); top-1 agrees on "
+            f"{report.top1_agree}/{report.images}. The model was not exported; report this "
+            f"with the architecture name"
+        )
+    return report
+
+
+def export_onnx(bundle: Bundle, samples: Sequence[ImageSource] = ()) -> tuple[bytes, ParityReport]:
+    """The bundle's PyTorch model as checked ONNX bytes, and the parity numbers.
+
+    ``samples`` are images for the parity check (synthetic ones when empty).
+    Needs PyTorch (``ursa[train]``).
+    """
+    from ursa.export.model import Model
+
+    model = Model(bundle)
+    config = bundle.config.preprocess
+    onnx_bytes = torch_to_onnx(model.network, config.size)
+    inputs = sample_inputs(config, samples)
+    report = check_parity(model.logits(inputs), ort_logits(onnx_bytes, inputs))
+    # The dynamic batch axis: one image alone must give the same answer as in a batch.
+    check_parity(model.logits(inputs[:1]), ort_logits(onnx_bytes, inputs[:1]))
+    log.info("ONNX parity: %s", report)
+    return onnx_bytes, report
+
+
+def rewrite_bundle(
+    bundle: Bundle, members: Mapping[str, bytes], metrics_update: Mapping[str, Any]
+) -> Bundle:
+    """Atomically rewrite ``bundle`` with ``members`` added (or replaced) and metrics merged."""
+    with zipfile.ZipFile(bundle.path) as archive:
+        extra = {
+            name: archive.read(name)
+            for name in bundle.members
+            if name not in REQUIRED_MEMBERS and name not in members
+        }
+        weights = archive.read("model.safetensors")
+    extra.update(members)
+    metrics = json.loads(json.dumps(bundle.metrics))
+    metrics.setdefault("export", {}).update(metrics_update)
+    write_bundle(bundle.path, bundle.config, weights, metrics, extra=extra)
+    return read_bundle(bundle.path)

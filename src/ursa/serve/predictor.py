@@ -1,0 +1,163 @@
+"""``Predictor``: a bundle's ONNX model on ONNX Runtime. Imports neither torch nor timm.
+
+Images go through the same safe opener and the same PIL + numpy validation
+transform as training (:func:`ursa.data.imageio.open_image`,
+:func:`ursa.data.preprocess.preprocess`), so one file gives one input tensor
+everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ursa.data.imageio import MAX_PIXELS, ImageSource, open_image
+from ursa.data.preprocess import preprocess
+from ursa.errors import BundleError, ConfigError
+from ursa.export.bundle import Bundle, BundleConfig, read_bundle
+from ursa.export.onnx import INPUT_NAME, INT8_NAME, ONNX_NAME
+from ursa.prediction import Prediction, predictions_from_logits
+
+#: ``--provider`` names → ONNX Runtime execution providers, best first (CPU always last).
+PROVIDERS: dict[str, list[str]] = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def available_providers() -> list[str]:
+    """The ``--provider`` names this onnxruntime build can run."""
+    import onnxruntime as ort
+
+    present = set(ort.get_available_providers())
+    return [name for name, chain in PROVIDERS.items() if chain[0] in present]
+
+
+class Predictor:
+    """Predict with a bundle's ``model.onnx`` (or ``model.int8.onnx``) on ONNX Runtime.
+
+    ``threads`` is the intra-op thread count (default: one per usable core,
+    divided by ``workers`` when several server processes share the machine).
+    """
+
+    def __init__(
+        self,
+        bundle: str | Path | Bundle,
+        *,
+        int8: bool = False,
+        provider: str = "cpu",
+        threads: int | None = None,
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
+        self.max_pixels = max_pixels
+        self.int8 = int8
+        self.member = INT8_NAME if int8 else ONNX_NAME
+        if self.member not in self.bundle.members:
+            flags = "--int8 --calibrate DATA" if int8 else "--onnx"
+            raise BundleError(
+                f"{self.bundle.path}: the bundle has no {self.member}; add it with "
+                f"`ursa export {self.bundle.path} {flags}`"
+            )
+        if provider not in PROVIDERS:
+            raise ConfigError(f"provider={provider!r}: use one of {', '.join(PROVIDERS)}")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads={threads}: use 1 or more")
+        self.threads = threads or cpu_count()
+        self.provider = provider
+        self._session = self._open_session(provider)
+        self.providers: list[str] = list(self._session.get_providers())
+
+    def _open_session(self, provider: str) -> Any:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BundleError("serving needs ONNX Runtime: pip install 'ursa[serve]'") from None
+        chain = PROVIDERS[provider]
+        if chain[0] not in ort.get_available_providers():
+            raise ConfigError(
+                f"provider {provider!r} is not available in this onnxruntime "
+                f"({', '.join(ort.get_available_providers())}); for cuda/tensorrt install "
+                f"onnxruntime-gpu instead of onnxruntime, or use --provider cpu"
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # A CNN is one chain of ops: all cores inside each op, none between ops.
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        # Spinning threads burn the cores that decoding and HTTP need between requests.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(self.bundle.read(self.member), options, providers=chain)
+        except Exception as error:  # ORT raises its own untyped errors on bad models
+            raise BundleError(
+                f"{self.bundle.path}: {self.member} cannot be loaded by ONNX Runtime ({error})"
+            ) from None
+
+    @property
+    def config(self) -> BundleConfig:
+        return self.bundle.config
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.bundle.config.class_names
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.bundle.metrics
+
+    def prepare(self, source: ImageSource) -> np.ndarray:
+        """Decode (safely) and preprocess one image: (3, H, W) float32."""
+        image = open_image(source, max_pixels=self.max_pixels)
+        return preprocess(image, self.config.preprocess)
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 preprocessed inputs → (N, C) logits."""
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        return np.asarray(self._session.run(None, {INPUT_NAME: inputs})[0])
+
+    def predict_arrays(self, inputs: np.ndarray) -> list[Prediction]:
+        """Predictions for preprocessed inputs, one per row."""
+        return predictions_from_logits(self.logits(inputs), self.class_names)
+
+    def predict_batch(
+        self, sources: Sequence[ImageSource], batch_size: int = 32
+    ) -> list[Prediction]:
+        """Predict several images, ``batch_size`` per ONNX Runtime call."""
+        results: list[Prediction] = []
+        for start in range(0, len(sources), batch_size):
+            chunk = sources[start : start + batch_size]
+            results += self.predict_arrays(np.stack([self.prepare(s) for s in chunk]))
+        return results
+
+    def predict(self, source: ImageSource) -> Prediction:
+        """Predict one image."""
+        return self.predict_arrays(self.prepare(source)[None])[0]
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /metadata`` reports about the model and the runtime."""
+        import onnxruntime as ort
+
+        return {
+            "model": self.member,
+            "int8": self.int8,
+            "provider": self.provider,
+            "execution_providers": self.providers,
+            "threads": self.threads,
+            "onnxruntime_version": ort.__version__,
+        }

@@ -1,0 +1,347 @@
+"""The HTTP API: predict (one image or a batch), health, metadata, metrics, the two pages."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from pydantic import BaseModel
+from starlette.datastructures import UploadFile
+
+from ursa.errors import ImageError
+from ursa.prediction import Prediction
+from ursa.serve.batching import Admission, Busy, MicroBatcher
+from ursa.serve.metrics import Metrics
+from ursa.serve.predictor import Predictor
+from ursa.serve.settings import ServeSettings
+from ursa.version import __version__
+
+log = logging.getLogger(__name__)
+
+#: Raw-body content types taken as image bytes (anything image/* is too).
+RAW_TYPES = ("application/octet-stream", "")
+
+
+@dataclass
+class Service:
+    """Everything a request needs; built once in the app's lifespan."""
+
+    settings: ServeSettings
+    predictor: Predictor
+    batcher: MicroBatcher
+    admission: Admission
+    metrics: Metrics
+    decoders: ThreadPoolExecutor
+    model_id: str
+
+    @classmethod
+    def create(cls, settings: ServeSettings, metrics: Metrics) -> Service:
+        threads = settings.threads
+        predictor = Predictor(
+            settings.bundle,
+            int8=settings.int8,
+            provider=settings.provider,
+            threads=threads or _threads_per_worker(settings.workers),
+            max_pixels=settings.max_pixels,
+        )
+        digest = hashlib.sha256(predictor.bundle.read(predictor.member)).hexdigest()
+        return cls(
+            settings=settings,
+            predictor=predictor,
+            batcher=MicroBatcher(predictor, settings.max_batch, metrics),
+            admission=Admission(settings.max_queue),
+            metrics=metrics,
+            decoders=ThreadPoolExecutor(
+                max_workers=predictor.threads, thread_name_prefix="ursa-decode"
+            ),
+            model_id=f"sha256:{digest[:16]}",
+        )
+
+
+def _threads_per_worker(workers: int) -> int:
+    from ursa.serve.predictor import cpu_count
+
+    return max(1, cpu_count() // workers)
+
+
+def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+class ClassScore(BaseModel):
+    label: str
+    probability: float
+
+
+class PredictionOut(BaseModel):
+    label: str
+    probability: float
+    top: list[ClassScore]
+    probabilities: dict[str, float]
+    """Every class, in the model's order."""
+    server_ms: float
+    """Time the server spent on this image (decode, preprocess, queue, model)."""
+
+
+class BatchItem(BaseModel):
+    filename: str | None
+    prediction: PredictionOut | None = None
+    error: str | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchItem]
+
+
+class Health(BaseModel):
+    status: str
+    model_id: str
+
+
+class Metadata(BaseModel):
+    class_names: list[str]
+    input_size: int
+    resize: str
+    interpolation: str
+    mean: list[float]
+    std: list[float]
+    arch: str
+    model_id: str
+    model: str
+    int8: bool
+    provider: str
+    execution_providers: list[str]
+    threads: int
+    max_batch: int
+    max_queue: int
+    max_body_bytes: int
+    max_batch_images: int
+    versions: dict[str, str]
+
+
+_IMAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+        },
+    }
+}
+_BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                }
+            }
+        },
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "not a readable image, or an empty or malformed body"},
+    413: {"description": "body or image over the size limit"},
+    415: {"description": "a content type that is not an image or multipart form"},
+    503: {"description": "the server holds max_queue requests already; retry shortly"},
+}
+
+router = APIRouter()
+
+
+def _to_out(prediction: Prediction, top_k: int, seconds: float) -> PredictionOut:
+    return PredictionOut(
+        label=prediction.label,
+        probability=prediction.probability,
+        top=[ClassScore(label=label, probability=p) for label, p in prediction.top(top_k)],
+        probabilities=prediction.probabilities,
+        server_ms=round(seconds * 1000.0, 3),
+    )
+
+
+def _bad_image(error: ImageError) -> HTTPException:
+    status = 413 if "limit" in error.reason else 400
+    return HTTPException(status_code=status, detail=f"{error.reason}")
+
+
+async def _prepare(service: Service, data: bytes) -> np.ndarray:
+    """Decode and preprocess in the decoder threads; bad input becomes 400/413."""
+    if not data:
+        raise HTTPException(status_code=400, detail="empty body: send the image bytes")
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(service.decoders, service.predictor.prepare, data)
+    except ImageError as error:
+        raise _bad_image(error) from None
+    except Exception as error:  # a decoder bug on hostile input is still the input's fault
+        log.warning("could not decode an uploaded image: %r", error)
+        raise HTTPException(status_code=400, detail="the body is not a readable image") from None
+
+
+async def _predict_one(service: Service, data: bytes) -> PredictionOut:
+    start = time.perf_counter()
+    array = await _prepare(service, data)
+    prediction = await service.batcher.predict(array)
+    return _to_out(prediction, service.settings.top_k, time.perf_counter() - start)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _busy() -> HTTPException:
+    return HTTPException(
+        status_code=503,
+        detail="the server is at its request limit (URSA_MAX_QUEUE); retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _files(request: Request, max_files: int) -> list[UploadFile]:
+    form = await request.form(max_files=max_files, max_fields=16)
+    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    if not files:
+        raise HTTPException(status_code=400, detail="the multipart form holds no file")
+    return files
+
+
+@router.post(
+    "/predict",
+    response_model=PredictionOut,
+    responses=_ERRORS,
+    openapi_extra=_IMAGE_BODY,
+    summary="Classify one image (raw image body or multipart field)",
+)
+async def predict(request: Request, service: ServiceDep) -> PredictionOut:
+    media = _media_type(request)
+    try:
+        with service.admission.slot():
+            if media == "multipart/form-data":
+                data = await (await _files(request, max_files=1))[0].read()
+            elif media.startswith("image/") or media in RAW_TYPES:
+                data = await request.body()
+            else:
+                raise HTTPException(
+                    status_code=415,
+                    detail=f"content type {media!r} is not an image: send image bytes "
+                    f"(image/jpeg, image/png, ...) or a multipart form with a file",
+                )
+            return await _predict_one(service, data)
+    except Busy:
+        raise _busy() from None
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchOut,
+    responses=_ERRORS,
+    openapi_extra=_BATCH_BODY,
+    summary="Classify several images from one multipart form; bad files get an error each",
+)
+async def predict_batch(request: Request, service: ServiceDep) -> BatchOut:
+    if _media_type(request) != "multipart/form-data":
+        raise HTTPException(
+            status_code=415, detail="send the images as a multipart/form-data form of files"
+        )
+    limit = service.settings.max_batch_images
+    files = await _files(request, max_files=limit)
+
+    async def one(upload: UploadFile) -> BatchItem:
+        try:
+            out = await _predict_one(service, await upload.read())
+        except HTTPException as error:
+            return BatchItem(filename=upload.filename, error=str(error.detail))
+        return BatchItem(filename=upload.filename, prediction=out)
+
+    try:
+        with service.admission.slot(len(files)):
+            results = await asyncio.gather(*(one(upload) for upload in files))
+    except Busy:
+        raise _busy() from None
+    return BatchOut(results=list(results))
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness and readiness")
+async def healthz(service: ServiceDep) -> Health:
+    return Health(status="ok", model_id=service.model_id)
+
+
+@router.get("/metadata", response_model=Metadata, summary="The model, its input and the runtime")
+async def metadata(service: ServiceDep) -> Metadata:
+    import fastapi
+    import onnxruntime
+
+    predictor, settings = service.predictor, service.settings
+    config = predictor.config
+    described = predictor.describe()
+    return Metadata(
+        class_names=config.class_names,
+        input_size=config.preprocess.size,
+        resize=config.preprocess.resize,
+        interpolation=config.preprocess.interpolation,
+        mean=list(config.preprocess.mean),
+        std=list(config.preprocess.std),
+        arch=config.arch,
+        model_id=service.model_id,
+        model=described["model"],
+        int8=predictor.int8,
+        provider=predictor.provider,
+        execution_providers=predictor.providers,
+        threads=predictor.threads,
+        max_batch=settings.max_batch,
+        max_queue=settings.max_queue,
+        max_body_bytes=settings.max_body_bytes,
+        max_batch_images=settings.max_batch_images,
+        versions={
+            "ursa": __version__,
+            "bundle_ursa": config.ursa_version,
+            "onnxruntime": onnxruntime.__version__,
+            "fastapi": fastapi.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+    )
+
+
+@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+async def metrics(service: ServiceDep) -> PlainTextResponse:
+    return PlainTextResponse(
+        service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )
+
+
+def _page(name: str) -> HTMLResponse:
+    return HTMLResponse(resources.files("ursa.serve").joinpath("static", name).read_text("utf-8"))
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def upload_page() -> HTMLResponse:
+    return _page("index.html")
+
+
+@router.get("/live", response_class=HTMLResponse, include_in_schema=False)
+async def live_page() -> HTMLResponse:
+    return _page("live.html")
