@@ -1,0 +1,105 @@
+"""The manifest ``ursa.sqlite``: crash recovery, WAL, export; training ignores it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.data.fakeweb import encode, structured_image
+from ursa.cli import app
+from ursa.data.items import items_from_class_folders
+from ursa.data.manifest import (
+    MANIFEST_NAME,
+    PART_PREFIX,
+    QUARANTINE_DIR,
+    ImageRecord,
+    Manifest,
+    export_to_file,
+)
+from ursa.errors import DataError
+
+runner = CliRunner()
+
+
+def record(path: str, **changes: str) -> ImageRecord:
+    return ImageRecord(
+        path=path, sha256="ab" * 32, label=path.split("/")[0], source_url=f"https://x/{path}",
+        license="cc0 1.0", creator="Ada", provider="openverse", **changes,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_settle_pending_after_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "renamed.jpg").write_bytes(b"x")
+    (tmp_path / "cat" / f"{PART_PREFIX}abc.tmp").write_bytes(b"half")
+    with Manifest(tmp_path) as manifest:
+        manifest.put(record("cat/renamed.jpg", status="pending"))
+        manifest.put(record("cat/never-renamed.jpg", status="pending"))
+        assert manifest.settle_pending() == (1, 1)
+        assert [r.path for r in manifest.records(status="ok")] == ["cat/renamed.jpg"]
+        assert manifest.get("cat/never-renamed.jpg") is None
+    assert not (tmp_path / "cat" / f"{PART_PREFIX}abc.tmp").exists()
+
+
+def test_wal_lets_another_connection_read_while_writing(tmp_path: Path) -> None:
+    with Manifest(tmp_path) as manifest:
+        mode = manifest.connection.execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
+        manifest.put(record("cat/1.jpg"))
+        with sqlite3.connect(tmp_path / MANIFEST_NAME) as reader:
+            manifest.connection.execute("BEGIN IMMEDIATE")  # a writer holds the lock
+            count = reader.execute("SELECT count(*) FROM images").fetchone()[0]
+            manifest.connection.rollback()
+        assert count == 1
+
+
+def test_sources_exports_csv_and_json(tmp_path: Path) -> None:
+    with Manifest(tmp_path) as manifest:
+        manifest.put(record("cat/1.jpg"))
+        manifest.put(record("dog/2.jpg", title="a dog, with a comma"))
+        manifest.put(record("dog/3.jpg", status="rejected"))
+    result = runner.invoke(app, ["sources", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["path"] for r in rows] == ["cat/1.jpg", "dog/2.jpg"]
+    assert rows[0]["license"] == "cc0 1.0" and rows[0]["creator"] == "Ada"
+    count = export_to_file(tmp_path, tmp_path / "out" / "sources.csv", "csv")
+    table = list(csv.DictReader(io.StringIO((tmp_path / "out" / "sources.csv").read_text())))
+    assert count == 2 and table[1]["title"] == "a dog, with a comma"
+    result = runner.invoke(app, ["sources", str(tmp_path), "--format", "xml"])
+    assert result.exit_code == 1 and "use csv or json" in result.output
+    result = runner.invoke(app, ["sources", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "has no manifest" in result.output
+
+
+def test_bad_manifest_files_are_user_errors(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_NAME).write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(DataError, match="not a readable ursa manifest"):
+        Manifest(tmp_path)
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    with sqlite3.connect(newer / MANIFEST_NAME) as connection:
+        connection.execute("PRAGMA user_version=99")
+    with pytest.raises(DataError, match="newer ursa"):
+        Manifest(newer)
+
+
+def test_training_ignores_manifest_quarantine_and_partial_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "1.png").write_bytes(encode(structured_image(rng), "PNG"))
+        (tmp_path / label / f"{PART_PREFIX}x.tmp").write_bytes(b"half")
+    (tmp_path / QUARANTINE_DIR / "a").mkdir(parents=True)
+    (tmp_path / QUARANTINE_DIR / "a" / "2.png").write_bytes(encode(structured_image(rng), "PNG"))
+    with Manifest(tmp_path) as manifest:
+        manifest.put(record("a/1.png"))
+    items = items_from_class_folders(tmp_path)
+    assert sorted((i.label, i.path.name) for i in items) == [("a", "1.png"), ("b", "1.png")]
