@@ -22,9 +22,18 @@ def train_tiny_bundle(root: Path, *, per_class: int = 30) -> tuple[Path, Path]:
     data = ImageData.from_folder(
         folder, size=SIZE, batch_size=8, num_workers=0, seed=0, valid_pct=0.25
     )
-    learner = Learner(data, arch=TINY_ARCH, pretrained=False, seed=0, logger=SilentLogger())
-    learner.fine_tune(3, base_lr=2e-2)
-    return learner.export(root / "tiny.ursa"), folder
+    import torch
+
+    threads = torch.get_num_threads()
+    # One thread: a model this small gains nothing from two, and loses a lot to the
+    # synchronisation when other work shares the cores.
+    torch.set_num_threads(1)
+    try:
+        learner = Learner(data, arch=TINY_ARCH, pretrained=False, seed=0, logger=SilentLogger())
+        learner.fine_tune(3, base_lr=2e-2)
+        return learner.export(root / "tiny.ursa"), folder
+    finally:
+        torch.set_num_threads(threads)
 
 
 def copy_bundle(source: Path, target: Path) -> Path:

@@ -9,7 +9,6 @@ installed; both have the same ``predict`` / ``predict_batch`` / ``logits``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +79,9 @@ def _torch_network(bundle: Bundle) -> Any:
         from ursa.models.backbones import create_model
     except ImportError:
         raise BundleError(
-            f"{bundle.path}: running this bundle needs PyTorch: pip install 'ursa[train]'"
+            f"{bundle.path}: running this bundle needs PyTorch (pip install 'ursa[train]'), "
+            f"or an ONNX model in it for the torch-free predictor: `ursa export "
+            f"{bundle.path} --onnx` where PyTorch is installed"
         ) from None
     config = bundle.config
     try:
@@ -107,15 +108,7 @@ def load(path: str | Path, *, backend: str = "auto") -> Model | Predictor:
     if backend not in ("auto", "onnx", "torch"):
         raise BundleError(f"backend={backend!r}: use auto, onnx or torch")
     bundle = read_bundle(path)
-    has_onnx = "model.onnx" in bundle.members
-    torch_present = find_spec("torch") is not None
-    if backend == "onnx" or (backend == "auto" and (has_onnx or not torch_present)):
-        if not has_onnx and backend == "auto":
-            raise BundleError(
-                f"{bundle.path}: PyTorch is not installed and the bundle has no model.onnx; "
-                f"run `ursa export {bundle.path} --onnx` where ursa[train] is installed, or "
-                f"pip install 'ursa[train]'"
-            )
+    if backend == "onnx" or (backend == "auto" and "model.onnx" in bundle.members):
         from ursa.serve.predictor import Predictor
 
         return Predictor(bundle)
