@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[train,serve,dev]"
+	$(PY) -m pip install --quiet -e ".[train,serve,gather,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
