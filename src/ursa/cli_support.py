@@ -226,8 +226,9 @@ def print_rows(console: Console, header: Sequence[str], rows: Sequence[Sequence[
             table.add_row(*row)
         console.print(table)
         return
+    # Straight to the file: Console.print would expand the tabs into spaces.
     for row in [list(header), *rows]:
-        console.print("\t".join(row), highlight=False, soft_wrap=True, markup=False)
+        console.file.write("\t".join(row) + "\n")
 
 
 def demo_report(console: Console, result: DemoResult) -> None:

