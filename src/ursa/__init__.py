@@ -15,6 +15,7 @@ from ursa.version import __version__
 if TYPE_CHECKING:
     from ursa.data.core import ImageData
     from ursa.export.model import Model, load
+    from ursa.interpret.interpretation import Interpretation
     from ursa.train.learner import Learner
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "DataError",
     "ImageData",
     "ImageError",
+    "Interpretation",
     "Learner",
     "Model",
     "Prediction",
@@ -34,6 +36,7 @@ __all__ = [
 
 _LAZY = {
     "ImageData": ("ursa.data.core", "ImageData"),
+    "Interpretation": ("ursa.interpret.interpretation", "Interpretation"),
     "Learner": ("ursa.train.learner", "Learner"),
     "Model": ("ursa.export.model", "Model"),
     "load": ("ursa.export.model", "load"),

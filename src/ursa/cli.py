@@ -143,6 +143,9 @@ _register_serve(app)
 from ursa.cli_data import register as _register_data  # noqa: E402
 
 _register_data(app)
+from ursa.cli_interpret import register as _register_interpret  # noqa: E402
+
+_register_interpret(app)
 # stage commands: end
 
 

@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from ursa.models.backbones import backbone_info, classifier_of, create_model, la
 from ursa.prediction import Prediction, predictions_from_logits
 from ursa.train.loop import Metrics, evaluate, fit
 from ursa.train.progress import EpochRecord, PrintLogger, TrainingLogger
+
+if TYPE_CHECKING:
+    from ursa.interpret.interpretation import Interpretation
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +261,18 @@ class Learner:
     def predict(self, source: ImageSource) -> Prediction:
         """Predict one image (path, bytes or PIL image)."""
         return self.predict_batch([source])[0]
+
+    def interpret(self, split: str = "valid", *, batch_size: int | None = None) -> Interpretation:
+        """Confusion matrix, top losses, Grad-CAM and the model card for ``split``
+        (valid, train or all): see :class:`ursa.interpret.Interpretation`.
+
+        ``ursa.interpret`` is a later stage than ``ursa.train`` (imports flow from later
+        stages to earlier ones), so it is imported here, inside the method, never at the
+        top of this module (the import above is for type checkers only).
+        """
+        from ursa.interpret.interpretation import Interpretation
+
+        return Interpretation.from_learner(self, split, batch_size=batch_size)
 
     def export(self, path: str | Path) -> Path:
         """Write the model as a ``.ursa`` bundle (atomic; no pickle)."""

@@ -1,0 +1,47 @@
+"""``ursa interpret``: the interpret stage's command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def interpret(
+    bundle: Annotated[Path, typer.Argument(help="A .ursa bundle.")],
+    data: Annotated[Path, typer.Argument(help="The dataset folder (split as in training).")],
+    split: Annotated[str, typer.Option(help="valid, train or all.")] = "valid",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the files.")] = Path(
+        "report"
+    ),
+    top_k: Annotated[int, typer.Option(help="Images in top_losses.png.")] = 9,
+    heatmap: Annotated[bool, typer.Option(help="Grad-CAM overlays on the top losses.")] = True,
+    write_card: Annotated[
+        bool, typer.Option("--write-card", help="Also add report.html to BUNDLE as card.html.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per model run.")] = 64,
+) -> None:
+    """Confusion matrix, most confused, top losses with heat maps, per-class metrics and a
+    self-contained report.html (the model card) for BUNDLE on DATA."""
+    from ursa.cli import console
+    from ursa.interpret.interpretation import Interpretation
+    from ursa.interpret.report import add_card_to_bundle
+
+    interp = Interpretation.from_bundle(bundle, data, split, batch_size=batch_size)
+    files = interp.save(output, k=top_k, heatmap=heatmap)
+    if write_card:
+        add_card_to_bundle(bundle, files["report.html"].read_text(encoding="utf-8"))
+        console.print(f"added card.html to {bundle}", soft_wrap=True)
+    console.print(
+        f"{interp.split}: {len(interp.targets)} images, accuracy {interp.accuracy:.4f}; wrote "
+        + ", ".join(str(path) for path in files.values()),
+        soft_wrap=True,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``interpret`` to the ``ursa`` command."""
+    from ursa.cli import user_errors
+
+    app.command("interpret")(user_errors(interpret))
