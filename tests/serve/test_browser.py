@@ -1,0 +1,144 @@
+"""The two pages in Debian's Chromium (headless), driven by Playwright."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import CLASS_COLOURS
+from tests.serve.client import running_server
+from ursa.serve import Predictor
+from ursa.serve.bench import ServerProcess
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `playwright install` needs the web
+ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--headless",
+]
+
+
+def write_y4m(path: Path, rgb: tuple[int, int, int], frames: int = 30) -> Path:
+    """A 320×240 YUV4MPEG2 clip of a noisy ``rgb`` colour, for Chromium's fake camera."""
+    width, height = 320, 240
+    rng = np.random.default_rng(0)
+    with path.open("wb") as stream:
+        stream.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            pixels = np.clip(np.array(rgb) + rng.normal(0, 20, (height, width, 3)), 0, 255)
+            r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+            y = 0.299 * r + 0.587 * g + 0.114 * b  # BT.601, full range (C420jpeg)
+            u = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+            v = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+            planes = [y] + [
+                c.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)) for c in (u, v)
+            ]
+            stream.write(b"FRAME\n")
+            for plane in planes:
+                stream.write(np.clip(plane + 0.5, 0, 255).astype(np.uint8).tobytes())
+    return path
+
+
+def assert_not_blank(png: bytes) -> None:
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
+    assert pixels.std() > 10, "the screenshot is (nearly) one flat colour"
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
+
+
+@pytest.fixture(scope="module")
+def server(tiny_served: tuple[Path, Path]) -> Iterator[ServerProcess]:
+    with running_server(tiny_served[0]) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as driver:
+        yield driver
+
+
+def test_upload_page_shows_the_top_class(
+    playwright: Any, server: ServerProcess, tiny_served: tuple[Path, Path], tmp_path: Path
+) -> None:
+    predictor = Predictor(tiny_served[0])
+    image = next(
+        p for p in sorted((tiny_served[1] / "green").glob("*.png"))
+        if predictor.predict(p).label == "green"
+    )  # fmt: skip
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{server.port}/")
+        page.set_input_files("#file", str(image))
+        page.wait_for_selector("#result:not([hidden])", timeout=15_000)
+        assert page.inner_text("#top-label").startswith("green")
+        bars = page.locator("#bars li")
+        assert bars.count() == 3
+        assert bars.first.locator(".label").inner_text() == "green"
+        width = bars.first.locator(".fill").evaluate("e => e.getBoundingClientRect().width")
+        assert width > 0
+        assert "server" in page.inner_text("#timing")
+        assert_not_blank(page.screenshot(path=str(tmp_path / "upload.png")))
+    finally:
+        browser.close()
+
+
+def test_live_page_charts_the_fake_camera(
+    playwright: Any, server: ServerProcess, tmp_path: Path
+) -> None:
+    clip = write_y4m(tmp_path / "red.y4m", CLASS_COLOURS["red"])
+    browser = playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        args=[
+            *ARGS,
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}",
+        ],
+    )
+    try:
+        context = browser.new_context(permissions=["camera"])
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{server.port}/live")
+        page.wait_for_selector("#legend li", timeout=15_000)
+        page.click("#toggle")
+        page.wait_for_function(
+            "Number(document.getElementById('frames').textContent) >= 10", timeout=30_000
+        )
+        p50 = page.inner_text("#p50")
+        assert p50.endswith(" ms") and float(p50.split()[0]) > 0
+        assert float(page.inner_text("#p99").split()[0]) >= float(p50.split()[0])
+        current = page.locator("#legend li.current")
+        assert current.count() == 1
+        assert page.inner_text("#current").startswith(f"now: {current.inner_text().strip()}")
+        # The chart has coloured lines, not only its white background and grey grid.
+        coloured = page.evaluate(
+            """() => {
+                const c = document.getElementById('chart');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let n = 0;
+                for (let i = 0; i < d.length; i += 4) {
+                    const spread = Math.max(d[i], d[i+1], d[i+2]) - Math.min(d[i], d[i+1], d[i+2]);
+                    if (spread > 60) n++;
+                }
+                return n;
+            }"""
+        )
+        assert coloured > 200
+        assert_not_blank(page.locator("#chart").screenshot(path=str(tmp_path / "chart.png")))
+        assert_not_blank(page.screenshot(path=str(tmp_path / "live.png")))
+    finally:
+        browser.close()
