@@ -123,8 +123,8 @@ def demo(
     folder: Annotated[Path, typer.Option(help="Where to write the digits and the bundle.")] = Path(
         "demo-output"
     ),
-    epochs: Annotated[int, typer.Option(help="Unfrozen epochs.")] = 3,
-    size: Annotated[int, typer.Option(help="Input side in pixels.")] = 64,
+    epochs: Annotated[int, typer.Option(help="Unfrozen epochs.")] = 8,
+    size: Annotated[int, typer.Option(help="Input side in pixels.")] = 96,
 ) -> None:
     """Fine-tune on scikit-learn's handwritten digits, export, and predict held-back images."""
     from ursa.cli_support import RichLogger, demo_report
