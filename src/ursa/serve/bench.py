@@ -220,11 +220,17 @@ def http_load(
 
 
 def bench_http(
-    bundle: Path, images: Sequence[bytes], requests: int, concurrencies: Sequence[int], int8: bool
+    bundle: Path,
+    images: Sequence[bytes],
+    requests: int,
+    concurrencies: Sequence[int],
+    int8: bool,
+    max_batch: int = 8,
 ) -> list[BenchRow]:
     rows = []
     precision = "int8" if int8 else "fp32"
-    with ServerProcess(bundle, int8=int8) as server:
+    settings = {"URSA_MAX_BATCH": str(max_batch)}
+    with ServerProcess(bundle, int8=int8, extra_env=settings) as server:
         for concurrency in concurrencies:
             latencies, wall, statuses = http_load(server.port, images, requests, concurrency)
             if set(statuses) != {200}:
@@ -234,11 +240,17 @@ def bench_http(
 
 
 def run_bench(
-    bundle: Path, folder: Path | None, concurrency: int, requests: int, *, http: bool = True
+    bundle: Path,
+    folder: Path | None,
+    concurrency: int,
+    requests: int,
+    *,
+    http: bool = True,
+    max_batch: int = 8,
 ) -> list[BenchRow]:
     """Every measurement for the precisions the bundle holds (fp32, and int8 when present)."""
-    if concurrency < 1 or requests < 1:
-        raise ConfigError("--concurrency and --requests must be 1 or more")
+    if concurrency < 1 or requests < 1 or max_batch < 1:
+        raise ConfigError("--concurrency, --requests and --max-batch must be 1 or more")
     images = load_images(folder)
     rows: list[BenchRow] = []
     probe = Predictor(bundle)
@@ -249,5 +261,5 @@ def run_bench(
         rows += bench_in_process(Predictor(bundle, int8=int8), images, requests, precision)
         if http:
             levels = sorted({1, concurrency})
-            rows += bench_http(bundle, images, requests, levels, int8)
+            rows += bench_http(bundle, images, requests, levels, int8, max_batch)
     return rows
