@@ -213,9 +213,7 @@ def write_csv(console: Console, path: Path, rows: Sequence[Sequence[str]]) -> No
         Path(temporary).unlink(missing_ok=True)
         raise
     errors = sum(row[1] == "error" for row in rows)
-    console.print(
-        f"wrote {len(rows)} rows to {path} ({errors} unreadable file(s))", soft_wrap=True
-    )
+    console.print(f"wrote {len(rows)} rows to {path} ({errors} unreadable file(s))", soft_wrap=True)
 
 
 def print_rows(console: Console, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
