@@ -81,9 +81,10 @@ def main() -> None:
              "--batch-size", "32", "--valid-pct", "0.25"],
             check=True,
         )  # fmt: skip
+        # A refused int8 model is reported by `ursa export`; fp32 is then benchmarked alone.
         subprocess.run(
             [*ursa, "export", str(bundle), "--onnx", "--int8", "--calibrate", str(data)],
-            check=True,
+            check=False,
         )
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()}")  # fmt: skip
