@@ -79,18 +79,20 @@ def confusion_figure(
         title or ("Confusion matrix (row-normalised)" if normalize else "Confusion matrix")
     )
 
-    texts = [_cell_text(v, normalize) for v in values.ravel()]
+    # Zeros are left blank beyond 10 classes: a sea of zeros hides the cells that matter.
+    shown = [
+        (row, column, _cell_text(value, normalize))
+        for (row, column), value in np.ndenumerate(values)
+        if value != 0 or count <= 10
+    ]
     value_size = min(11.0, cell * 0.42)
-    widest = max(len(t) for t in texts)
-    fits = value_size >= 4.0 and 0.62 * value_size * widest <= cell * 0.92
-    if fits:
+    widest = max((len(text) for _, _, text in shown), default=1)
+    if value_size >= 4.0 and 0.62 * value_size * widest <= cell * 0.92:
         threshold = values.max() / 2 if values.max() > 0 else 1.0
-        for (row, column), value in np.ndenumerate(values):
-            if value == 0 and count > 10:
-                continue  # a sea of zeros hides the cells that matter
+        for row, column, text in shown:
             axes.text(
-                column, row, _cell_text(value, normalize), ha="center", va="center",
-                fontsize=value_size, color="white" if value > threshold else "black",
+                column, row, text, ha="center", va="center", fontsize=value_size,
+                color="white" if values[row, column] > threshold else "black",
             )  # fmt: skip
     return figure
 
@@ -99,6 +101,8 @@ def _cell_text(value: float, normalize: bool) -> str:
     if not normalize:
         return str(int(value))
     text = f"{value:.2f}"
+    if text == "1.00":
+        return "1"
     return text[1:] if text.startswith("0.") else text  # ".85" fits where "0.85" does not
 
 
