@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ursa.data.core import ImageData
-from ursa.data.items import Item
+from ursa.data.items import Item, find_split_folders
 from ursa.data.manifest import MANIFEST_NAME, ImageRecord, Manifest
 from ursa.data.verify import FileFacts, Finding, VerifyConfig, find_duplicates, inspect_file
 from ursa.errors import ConfigError, DataError
@@ -318,10 +318,16 @@ def _data_section(interp: Interpretation, sources: Sources | None) -> str:
         (n, t, v, t + v) for n, t, v in zip(interp.class_names, train, valid, strict=True)
     ]
     rows.append(("total", sum(train), sum(valid), sum(train) + sum(valid)))
+    if find_split_folders(interp.data.root) is not None:
+        how = "split by its <code>train/</code> and <code>valid/</code> folders"
+    else:
+        how = (
+            f"a random {_e(interp.data.config.valid_pct)} of each class held out for "
+            f"validation (seed {_e(interp.data.config.seed)})"
+        )
     parts = [
-        f"<p>{len(interp.class_names)} classes in <code>{_e(interp.data.root.name)}</code>; "
-        f"split {_e(interp.summary.training.get('valid_pct', '?'))} for validation "
-        f"(seed {_e(interp.summary.training.get('seed', '?'))}) or as the folder gives it.</p>",
+        f"<p>{len(interp.class_names)} classes in <code>{_e(interp.data.root.name)}</code>, "
+        f"{how}.</p>",
         _table(["class", "train", "valid", "total"], rows, {1, 2, 3}),
     ]
     if interp.data.skipped:
