@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import platform
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +24,17 @@ def _clean(value: float) -> float | None:
 
 
 def export_learner(learner: Learner, path: Path) -> Path:
-    """Write ``learner``'s model, config and metrics as a bundle at ``path``."""
+    """Write ``learner``'s model, config and metrics as a bundle at ``path``.
+
+    Under Accelerate every process must call this (the final validation is shared
+    out and gathered); only the main process writes.
+    """
     data = learner.data
     final = learner.validate() if data.valid_items else None
+    if not learner.is_main:
+        if learner.accelerator is not None:
+            learner.accelerator.wait_for_everyone()
+        return path
     training: dict[str, Any] = {
         "fits": learner.fits,
         "epochs": len(learner.history),
@@ -39,6 +48,8 @@ def export_learner(learner: Learner, path: Path) -> Path:
         "skipped_files": len(data.skipped),
         "train_seconds": round(learner.train_seconds, 2),
         "device": str(learner.device),
+        "options": asdict(learner.options),
+        "processes": 1 if learner.accelerator is None else learner.accelerator.num_processes,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
     }
@@ -62,9 +73,23 @@ def export_learner(learner: Learner, path: Path) -> Path:
             "valid_loss": _clean(final.loss),
             "error_rate": _clean(final.error_rate),
             "accuracy": _clean(final.accuracy),
+            "macro_f1": _clean(final.macro_f1),
+            "top_k_accuracy": {str(k): v for k, v in final.top_k.items()},
+            "per_class": {
+                name: {
+                    "precision": _clean(c.precision),
+                    "recall": _clean(c.recall),
+                    "f1": _clean(c.f1),
+                    "support": c.support,
+                }
+                for name, c in zip(learner.class_names, final.per_class, strict=True)
+            },
             "count": final.count,
         },
         "counts": data.counts(),
     }
     state = {k: v.detach().cpu().contiguous() for k, v in learner.model.state_dict().items()}
-    return write_bundle(path, config, save(state), metrics)
+    written = write_bundle(path, config, save(state), metrics)
+    if learner.accelerator is not None:
+        learner.accelerator.wait_for_everyone()
+    return written

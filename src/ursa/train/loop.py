@@ -1,28 +1,94 @@
-"""The training loop: one ``fit()`` that reads top to bottom, and ``evaluate()``."""
+"""The training loop: one ``fit()`` that reads top to bottom, and ``evaluate()``.
+
+Every extension is an explicit parameter (:class:`FitOptions`, an optional Accelerate
+``accelerator``, an optional ``save_checkpoint``); there are no callbacks or events.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import math
 import time
-from collections.abc import Iterable, Sized
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sized
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
+from ursa.errors import ConfigError
 from ursa.models.backbones import classifier_of
+from ursa.train.metrics import METRIC_NAMES, Metrics, classification_metrics, improved
 from ursa.train.progress import EpochRecord, TrainingLogger
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+__all__ = ["BestTracker", "FitOptions", "Metrics", "evaluate", "fit", "predict_logits"]
 
 
 @dataclass(frozen=True)
-class Metrics:
-    """Validation results."""
+class FitOptions:
+    """How each optimizer step is taken, and when training stops early."""
 
-    loss: float
-    error_rate: float
-    accuracy: float
-    count: int
+    accumulate: int = 1
+    """Batches whose gradients add up before one optimizer step (a larger effective batch)."""
+    clip_norm: float | None = None
+    """Clip the global gradient norm to this before each step; None: no clipping."""
+    precision: Precision = "fp32"
+    """fp32, or bf16 / fp16 autocast (CUDA only; a CPU run stays fp32). fp16 uses a loss scaler."""
+    channels_last: bool = False
+    """Feed NHWC batches (the model must be converted too; far faster convolutions on CPU)."""
+    monitor: str = "valid_loss"
+    """Metric for early stopping and keep-best: valid_loss, error_rate, accuracy or macro_f1."""
+    patience: int | None = None
+    """Stop after this many epochs without improvement of ``monitor``; None: never."""
+    min_delta: float = 0.0
+    """Smallest change of ``monitor`` that counts as an improvement."""
+    keep_best: bool = False
+    """At the end, restore the weights of the epoch with the best ``monitor``."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.accumulate < 1:
+            problems.append(f"accumulate={self.accumulate}: use 1 or more batches")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            problems.append(f"clip_norm={self.clip_norm}: use a positive norm such as 1.0")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            problems.append(f"precision={self.precision!r}: use fp32, bf16 or fp16")
+        if self.monitor not in METRIC_NAMES:
+            problems.append(f"monitor={self.monitor!r}: use one of {', '.join(METRIC_NAMES)}")
+        if self.patience is not None and self.patience < 1:
+            problems.append(f"patience={self.patience}: use 1 or more epochs, or None")
+        if self.min_delta < 0:
+            problems.append(f"min_delta={self.min_delta}: use 0 or more")
+        if problems:
+            raise ConfigError("invalid training settings:\n  " + "\n  ".join(problems))
+
+
+@dataclass
+class BestTracker:
+    """The best value of the monitored metric so far, and (for keep-best) its weights."""
+
+    monitor: str
+    best: float | None = None
+    best_epoch: int = -1
+    stale_epochs: int = 0
+    """Epochs since the last improvement."""
+    state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def update(self, epoch: int, metrics: Metrics, model: nn.Module, options: FitOptions) -> None:
+        value = metrics.value(self.monitor)
+        if improved(self.monitor, value, self.best, options.min_delta):
+            self.best, self.best_epoch, self.stale_epochs = value, epoch, 0
+            if options.keep_best:
+                self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.stale_epochs += 1
 
 
 def set_train_mode(model: nn.Module, *, frozen: bool, train_bn: bool = True) -> None:
@@ -30,8 +96,8 @@ def set_train_mode(model: nn.Module, *, frozen: bool, train_bn: bool = True) -> 
     its batch-norm statistics stay as pretrained (only the head learns; dropout still works)."""
     model.train()
     if frozen and not train_bn:
-        classifier = classifier_of(model)
-        for child in model.children():
+        classifier = classifier_of(unwrap(model))
+        for child in unwrap(model).children():
             if child is not classifier:
                 child.eval()
 
@@ -47,75 +113,175 @@ def fit(
     loss_fn: nn.Module,
     device: torch.device,
     logger: TrainingLogger,
+    options: FitOptions | None = None,
     frozen: bool = False,
     train_bn: bool = True,
     phase: str = "",
     first_epoch: int = 0,
+    start_epoch: int = 0,
+    tracker: BestTracker | None = None,
+    accelerator: Accelerator | None = None,
+    save_checkpoint: Callable[[int, BestTracker, list[EpochRecord]], None] | None = None,
 ) -> list[EpochRecord]:
-    """Train for ``epochs`` passes over ``train_batches``, validating after each.
+    """Train epochs ``start_epoch`` .. ``epochs - 1`` over ``train_batches``, validating after each.
 
-    The scheduler steps every batch (one-cycle is a per-batch schedule).
-    Returns one :class:`EpochRecord` per epoch.
+    The scheduler steps once per optimizer step (one-cycle is a per-step schedule).
+    ``first_epoch`` numbers the records (epochs of earlier fits); ``start_epoch`` > 0
+    continues a fit restored from a checkpoint. ``save_checkpoint(epochs_done, tracker,
+    records)`` runs after each validated epoch. Returns one :class:`EpochRecord` per epoch run.
     """
-    records = []
+    options = options or FitOptions()
+    tracker = tracker or BestTracker(options.monitor)
+    scaler = torch.amp.GradScaler(device.type, enabled=_autocast_dtype(device, options) is not None
+                                  and options.precision == "fp16")  # fmt: skip
     steps = len(train_batches) if isinstance(train_batches, Sized) else 0
-    for epoch in range(first_epoch, first_epoch + epochs):
+    records = []
+    for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
         set_train_mode(model, frozen=frozen, train_bn=train_bn)
-        logger.start_epoch(epoch, steps, phase)
-        loss_sum, seen = 0.0, 0
+        logger.start_epoch(first_epoch + epoch, steps, phase)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
         for step, (images, labels) in enumerate(train_batches):
-            images = images.to(device, non_blocking=True)  # (B, 3, H, W)
+            images = _to_device(images, device, options.channels_last)  # (B, 3, H, W)
             labels = labels.to(device, non_blocking=True)  # (B,)
-            logits = model(images)  # (B, num_classes)
-            loss = loss_fn(logits, labels)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            # set_to_none frees gradient memory and skips a memset per parameter
-            optimizer.zero_grad(set_to_none=True)
-            batch_loss = loss.item()
-            loss_sum += batch_loss * len(labels)
+            # Gradients add up over `accumulate` batches; between optimizer steps DDP
+            # skips its all-reduce (no_sync), as the sum is only needed at the step.
+            update = (step + 1) % options.accumulate == 0 or step + 1 == steps
+            with _no_sync(accelerator, model, update), _autocast(device, options):
+                logits = model(images)  # (B, num_classes)
+                loss = loss_fn(logits.float(), labels)
+            scaler.scale(loss / options.accumulate).backward()
+            if update:
+                if options.clip_norm is not None:
+                    scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
+                    nn.utils.clip_grad_norm_(model.parameters(), options.clip_norm)
+                scaler.step(optimizer)  # skipped by the scaler if fp16 gradients overflowed
+                scaler.update()
+                scheduler.step()
+                # set_to_none frees gradient memory and skips a memset per parameter
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach() * len(labels)
             seen += len(labels)
-            logger.step(step, batch_loss)
-        valid = evaluate(model, valid_batches, loss_fn=loss_fn, device=device)
+            logger.step(step, loss.item())
+        train_loss = _mean_over_processes(loss_sum, seen, accelerator)
+        valid = evaluate(
+            model, valid_batches, loss_fn=loss_fn, device=device, accelerator=accelerator,
+            channels_last=options.channels_last,
+        )  # fmt: skip
         record = EpochRecord(
-            epoch=epoch,
+            epoch=first_epoch + epoch,
             phase=phase,
-            train_loss=loss_sum / max(seen, 1),
+            train_loss=train_loss,
             valid_loss=valid.loss,
             error_rate=valid.error_rate,
             accuracy=valid.accuracy,
             seconds=time.perf_counter() - started,
+            macro_f1=valid.macro_f1,
         )
-        logger.end_epoch(record)
+        tracker.update(first_epoch + epoch, valid, unwrap(model), options)
         records.append(record)
+        if save_checkpoint is not None:
+            save_checkpoint(
+                epoch + 1, tracker, records
+            )  # before reporting: a Ctrl-C now loses nothing
+        logger.end_epoch(record)
+        if options.patience is not None and tracker.stale_epochs >= options.patience:
+            break  # early stopping: `monitor` has not improved for `patience` epochs
+    if options.keep_best and tracker.state is not None:
+        unwrap(model).load_state_dict(tracker.state)
     return records
 
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, batches: Batches, *, device: torch.device
+    model: nn.Module,
+    batches: Batches,
+    *,
+    device: torch.device,
+    accelerator: Accelerator | None = None,
+    channels_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits (N, C), labels (N,)) over ``batches``, on the CPU, model in eval mode."""
+    """(logits (N, C), labels (N,)) over ``batches``, on the CPU, model in eval mode.
+
+    Under Accelerate each process runs its share and the results are gathered;
+    ``gather_for_metrics`` drops the samples repeated to pad the last batch, so
+    every validation image counts exactly once.
+    """
     model.eval()
     all_logits, all_labels = [], []
     for images, labels in batches:
-        all_logits.append(model(images.to(device)).float().cpu())  # (B, C)
-        all_labels.append(labels)
+        logits = model(_to_device(images, device, channels_last)).float()  # (B, C)
+        labels = labels.to(device)  # (B,)
+        if accelerator is not None:
+            logits, labels = accelerator.gather_for_metrics((logits, labels))
+        all_logits.append(logits.cpu())
+        all_labels.append(labels.cpu())
     if not all_logits:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     return torch.cat(all_logits), torch.cat(all_labels)
 
 
 def evaluate(
-    model: nn.Module, batches: Batches, *, loss_fn: nn.Module, device: torch.device
+    model: nn.Module,
+    batches: Batches,
+    *,
+    loss_fn: nn.Module,
+    device: torch.device,
+    accelerator: Accelerator | None = None,
+    channels_last: bool = False,
 ) -> Metrics:
-    """Loss, error rate and accuracy over ``batches`` (NaN when there are none)."""
-    logits, labels = predict_logits(model, batches, device=device)
+    """Loss, error rate, accuracy, per-class scores, macro-F1 and top-k over ``batches``
+    (NaN when there are none)."""
+    logits, labels = predict_logits(
+        model, batches, device=device, accelerator=accelerator, channels_last=channels_last
+    )
     if len(labels) == 0:
-        nan = float("nan")
-        return Metrics(loss=nan, error_rate=nan, accuracy=nan, count=0)
-    loss = float(loss_fn(logits, labels))
-    accuracy = float((logits.argmax(dim=1) == labels).float().mean())
-    return Metrics(loss=loss, error_rate=1.0 - accuracy, accuracy=accuracy, count=len(labels))
+        return classification_metrics(logits, labels, math.nan)
+    with torch.inference_mode():  # on the CPU, where the gathered logits are
+        loss = float(copy.deepcopy(loss_fn).cpu()(logits, labels))
+    return classification_metrics(logits, labels, loss)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel (or similar) wrapper."""
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return images.to(device, non_blocking=True, memory_format=memory_format)
+
+
+def _autocast_dtype(device: torch.device, options: FitOptions) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32 (mixed precision is for CUDA only)."""
+    if device.type != "cuda" or options.precision == "fp32":
+        return None
+    return torch.bfloat16 if options.precision == "bf16" else torch.float16
+
+
+def _autocast(device: torch.device, options: FitOptions) -> contextlib.AbstractContextManager[Any]:
+    dtype = _autocast_dtype(device, options)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _no_sync(
+    accelerator: Accelerator | None, model: nn.Module, update: bool
+) -> contextlib.AbstractContextManager[Any]:
+    if accelerator is None or update:
+        return contextlib.nullcontext()
+    return accelerator.no_sync(model)
+
+
+def _mean_over_processes(total: torch.Tensor, count: int, accelerator: Accelerator | None) -> float:
+    """Mean training loss over every process's batches."""
+    if accelerator is None:
+        return float(total) / max(count, 1)
+    both = torch.stack(
+        [total, torch.tensor(float(count), dtype=torch.float64, device=total.device)]
+    )
+    summed = accelerator.reduce(both, reduction="sum")
+    return float(summed[0]) / max(float(summed[1]), 1.0)

@@ -5,6 +5,7 @@ The CLI plugs in a rich progress bar; a notebook or a script gets plain text.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, TextIO
@@ -21,12 +22,16 @@ class EpochRecord:
     error_rate: float
     accuracy: float
     seconds: float
+    macro_f1: float = math.nan
+    """Unweighted mean F1 over the classes (see :class:`ursa.train.metrics.Metrics`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-COLUMNS = ("epoch", "phase", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
+COLUMNS = (
+    "epoch", "phase", "train_loss", "valid_loss", "error_rate", "accuracy", "macro_f1", "time",
+)  # fmt: skip
 
 
 def format_row(record: EpochRecord) -> list[str]:
@@ -39,6 +44,7 @@ def format_row(record: EpochRecord) -> list[str]:
         f"{record.valid_loss:.4f}",
         f"{record.error_rate:.4f}",
         f"{record.accuracy:.4f}",
+        f"{record.macro_f1:.4f}",
         f"{minutes:02d}:{seconds:02d}",
     ]
 

@@ -1,0 +1,46 @@
+"""`ursa lr-find`: the learning-rate finder from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ursa.cli import console, user_errors
+
+
+def lr_find(
+    path: Annotated[Path, typer.Argument(help="One folder per class, or train/ and valid/.")],
+    plot: Annotated[Path, typer.Option(help="Where to write the loss-vs-rate PNG.")] = Path(
+        "lr_find.png"
+    ),
+    arch: Annotated[str, typer.Option(help="efficientnet_lite0/1/2 or a timm name.")] = (
+        "efficientnet_lite0"
+    ),
+    size: Annotated[int, typer.Option(help="Input side in pixels.")] = 224,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for split, shuffling and head init.")] = 42,
+    pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights.")] = True,
+    weights: Annotated[Path | None, typer.Option(help="Local pretrained weights file.")] = None,
+    unfrozen: Annotated[bool, typer.Option(help="Sweep with every layer trainable.")] = False,
+) -> None:
+    """Sweep the learning rate over one pass of PATH; print the suggestion, write the plot."""
+    from ursa.cli_support import find_lr
+
+    result, written = find_lr(
+        path, arch=arch, size=size, batch_size=batch_size, seed=seed, pretrained=pretrained,
+        weights=weights, plot=plot, unfrozen=unfrozen,
+    )  # fmt: skip
+    console.print(f"suggested learning rate (valley): {result.suggestion:.2e}", highlight=False)
+    console.print(
+        f"steepest descent {result.steepest:.2e}, minimum/10 {result.minimum:.2e}; "
+        f"{len(result.lrs)} steps{', stopped at divergence' if result.diverged else ''}",
+        highlight=False,
+    )
+    console.print(f"plot: {written}", soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `lr-find` to the ``ursa`` command."""
+    app.command("lr-find")(user_errors(lr_find))

@@ -1,0 +1,168 @@
+"""The learning-rate finder: an exponential sweep over (at most) one pass of the data.
+
+The rate grows geometrically from ``start_lr`` to ``end_lr``, one optimizer step
+per mini-batch. The loss is smoothed with a bias-corrected exponential moving
+average; the sweep stops early when the smoothed loss exceeds ``diverge`` times
+its minimum (or is not finite). Afterwards the model's weights (batch-norm
+statistics included), the optimizer's state and the random generators are put
+back exactly as they were: running the finder changes nothing about what follows.
+
+Suggestion: the "valley" heuristic (the one fastai defaults to, reimplemented here):
+find the longest stretch over which the smoothed loss keeps falling (the longest
+decreasing subsequence of the curve, as a span of the sweep) and take the rate
+halfway through it in log scale. It lands where the loss falls fastest for the
+longest, away from both the flat start and the cliff at the end; the steepest
+point alone is noisier (its gradient is a difference of two noisy values) and the
+minimum alone is already too high (training there diverges).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Sized
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ursa.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class LRFindResult:
+    """The sweep and its suggestion."""
+
+    lrs: list[float]
+    """Rate of each step."""
+    losses: list[float]
+    """Smoothed training loss after each step."""
+    raw_losses: list[float]
+    """Training loss of each step's mini-batch."""
+    suggestion: float
+    """The valley rate (see the module docstring)."""
+    steepest: float
+    """Where the smoothed loss falls fastest per log-rate (an alternative)."""
+    minimum: float
+    """The rate of the lowest smoothed loss, divided by 10 (a cautious alternative)."""
+    diverged: bool
+    """Whether the sweep stopped early because the loss blew up."""
+
+    def plot(self, path: str | Path) -> Path:
+        """Loss against rate (log scale) with the suggestion marked, as a PNG."""
+        from ursa.train.plots import plot_lr_find
+
+        return plot_lr_find(self, Path(path))
+
+
+def lr_sweep(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    loss_fn: nn.Module,
+    device: torch.device,
+    steps: int,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    beta: float = 0.98,
+    diverge: float = 4.0,
+    channels_last: bool = False,
+) -> LRFindResult:
+    """Sweep ``steps`` rates over ``batches`` (each batch may be split in several steps
+    so that a small dataset still gives a curve), then restore model and optimizer."""
+    if not 0 < start_lr < end_lr:
+        raise ConfigError(f"start_lr={start_lr}, end_lr={end_lr}: use 0 < start_lr < end_lr")
+    if steps < 5:
+        raise ConfigError(f"steps={steps}: use at least 5 steps for a curve")
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())
+    saved_rng = torch.get_rng_state()
+    lrs: list[float] = []
+    raw: list[float] = []
+    smooth: list[float] = []
+    average, best, diverged = 0.0, math.inf, False
+    factor = (end_lr / start_lr) ** (1 / (steps - 1))
+    model.train()
+    try:
+        for images, labels in _chunks(batches, steps):
+            lr = start_lr * factor ** len(lrs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            images = images.to(device, memory_format=memory_format)  # (b, 3, H, W)
+            loss = loss_fn(model(images).float(), labels.to(device))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            value = float(loss)
+            average = beta * average + (1 - beta) * value
+            smoothed = average / (1 - beta ** (len(lrs) + 1))  # bias-corrected
+            lrs.append(lr)
+            raw.append(value)
+            smooth.append(smoothed)
+            best = min(best, smoothed)
+            if not math.isfinite(smoothed) or smoothed > diverge * best:
+                diverged = True
+                break
+            if len(lrs) >= steps:
+                break
+    finally:
+        model.load_state_dict(saved_model)
+        optimizer.load_state_dict(saved_optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        torch.set_rng_state(saved_rng)
+    if len(lrs) < 5:
+        raise DataError(
+            f"the learning-rate sweep got only {len(lrs)} steps; it needs more training images "
+            f"(or a smaller batch size)"
+        )
+    return LRFindResult(
+        lrs=lrs,
+        losses=smooth,
+        raw_losses=raw,
+        suggestion=valley(lrs, smooth),
+        steepest=steepest(lrs, smooth),
+        minimum=lrs[int(np.nanargmin(smooth))] / 10,
+        diverged=diverged,
+    )
+
+
+def valley(lrs: list[float], losses: list[float]) -> float:
+    """The rate halfway (in log scale) through the longest falling stretch of ``losses``."""
+    values = np.nan_to_num(np.asarray(losses, dtype=np.float64), nan=np.inf)
+    n = len(values)
+    # longest[i]: length of the longest strictly decreasing subsequence ending at i;
+    # start[i]: where that subsequence begins (the latest start among equally long ones,
+    # so a flat beginning of the curve does not count as falling). O(n²), n <= a few hundred.
+    longest, start = np.ones(n, dtype=int), np.arange(n)
+    for i in range(n):
+        for j in range(i):
+            if values[j] > values[i] and longest[j] + 1 >= longest[i]:
+                longest[i], start[i] = longest[j] + 1, start[j]
+    end = int(np.argmax(longest))
+    first = int(start[end])
+    middle = math.exp((math.log(lrs[first]) + math.log(lrs[end])) / 2)
+    return float(middle)
+
+
+def steepest(lrs: list[float], losses: list[float]) -> float:
+    """The rate where the loss falls fastest against log-rate."""
+    values = np.asarray(losses, dtype=np.float64)
+    slopes = np.gradient(values, np.log(np.asarray(lrs)))
+    slopes[~np.isfinite(slopes)] = np.inf
+    return float(lrs[int(np.argmin(slopes))])
+
+
+def _chunks(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps: int, smallest: int = 8
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches for the sweep: the loader's batches, each cut into ``split`` pieces of at
+    least ``smallest`` images, so that one pass gives up to ``steps`` points."""
+    count = len(batches) if isinstance(batches, Sized) else steps
+    split = max(1, math.ceil(steps / max(count, 1)))
+    for images, labels in batches:
+        pieces = max(1, min(split, len(labels) // smallest))
+        yield from zip(images.chunk(pieces), labels.chunk(pieces), strict=True)

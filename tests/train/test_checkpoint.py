@@ -1,0 +1,100 @@
+"""Checkpoints: interrupt after an epoch, resume, and end with the very same weights."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY_ARCH, make_class_folder
+from ursa.data.core import ImageData
+from ursa.train import EpochRecord, Learner, SilentLogger, TrainingInterrupted
+from ursa.train.checkpoint import CheckpointError, load_checkpoint
+
+
+class InterruptAt(SilentLogger):
+    """Raises KeyboardInterrupt (as Ctrl-C would) when epoch ``epoch`` starts its first batch."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.current = -1
+
+    def start_epoch(self, epoch: int, steps: int, phase: str) -> None:
+        self.current = epoch
+
+    def step(self, step: int, loss: float) -> None:
+        if self.current == self.epoch:
+            raise KeyboardInterrupt
+
+
+def _learner(folder: Path, **kwargs: object) -> Learner:
+    data = ImageData.from_folder(folder, size=32, batch_size=8, num_workers=0, seed=0)
+    kwargs.setdefault("logger", SilentLogger())
+    return Learner(data, arch=TINY_ARCH, pretrained=False, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_class_folder(tmp_path_factory.mktemp("data") / "colours", per_class=10)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(folder: Path) -> Learner:
+    learner = _learner(folder)
+    learner.fine_tune(2, base_lr=1e-2)
+    return learner
+
+
+@pytest.mark.parametrize("interrupt_epoch", [1, 2])  # between the fits, and inside the second
+def test_resume_after_interruption_reaches_the_uninterrupted_weights(
+    folder: Path, uninterrupted: Learner, tmp_path: Path, interrupt_epoch: int
+) -> None:
+    runs = tmp_path / "runs"
+    interrupted = _learner(folder, checkpoint_dir=runs, logger=InterruptAt(interrupt_epoch))
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        interrupted.fine_tune(2, base_lr=1e-2)
+    saved = load_checkpoint(runs)
+    assert len(saved.state["history"]) == interrupt_epoch  # the finished epochs only
+
+    resumed = _learner(folder, checkpoint_dir=runs)
+    resumed.resume(runs)
+    resumed.fine_tune(2, base_lr=1e-2)
+
+    expected = uninterrupted.model.state_dict()
+    for name, tensor in resumed.model.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    assert [r.epoch for r in resumed.history] == [0, 1, 2]
+    assert [r.valid_loss for r in resumed.history] == [r.valid_loss for r in uninterrupted.history]
+
+
+def test_checkpoint_holds_tensors_and_json_and_no_pickled_code(
+    folder: Path, tmp_path: Path
+) -> None:
+    learner = _learner(folder, checkpoint_dir=tmp_path / "runs", keep_best=True)
+    learner.fit_one_cycle(1, 1e-2)
+    path = tmp_path / "runs" / "last.ckpt"
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    assert names == {
+        "state.json", "model.safetensors", "rng.safetensors", "optimizer.pt", "best.safetensors"
+    }  # fmt: skip
+    assert not list(path.parent.glob(".*tmp"))  # the temporary file was renamed
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.state["epochs_done"] == 1
+    assert isinstance(EpochRecord(**checkpoint.state["history"][0]), EpochRecord)
+
+
+def test_resume_refuses_another_model_or_a_different_plan(folder: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _learner(folder, checkpoint_dir=runs).fit_one_cycle(1, 1e-2)
+    learner = _learner(folder)
+    learner.resume(runs / "last")  # `runs/last` works as the issue spells it
+    with pytest.raises(CheckpointError, match="same command"):
+        learner.fit_one_cycle(2, 1e-2)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        learner.resume(tmp_path / "nowhere")
+    (tmp_path / "bad.ckpt").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        learner.resume(tmp_path / "bad.ckpt")
