@@ -67,6 +67,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("bench-output"))
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--int8-max-drop", type=float, default=1.0, help="passed to `ursa export --max-drop`"
+    )
     args = parser.parse_args()
     bundle = args.workdir / "lite0.ursa"
     ursa = [sys.executable, "-m", "ursa"]
@@ -83,9 +86,10 @@ def main() -> None:
         )  # fmt: skip
         # A refused int8 model is reported by `ursa export`; fp32 is then benchmarked alone.
         subprocess.run(
-            [*ursa, "export", str(bundle), "--onnx", "--int8", "--calibrate", str(data)],
+            [*ursa, "export", str(bundle), "--onnx", "--int8", "--calibrate", str(data),
+             "--max-drop", str(args.int8_max_drop)],
             check=False,
-        )
+        )  # fmt: skip
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()}")  # fmt: skip
     subprocess.run(

@@ -37,10 +37,16 @@ def serve(
     bundle: Annotated[Path, typer.Argument(help="A .ursa bundle holding model.onnx.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
-    int8: Annotated[bool, typer.Option("--int8", help="Serve model.int8.onnx.")] = False,
-    provider: Annotated[str, typer.Option(help="cpu, cuda or tensorrt.")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="Model threads per process.")] = None,
+    workers: Annotated[int, typer.Option(help="Server processes.", envvar="URSA_WORKERS")] = 1,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Serve model.int8.onnx.", envvar="URSA_INT8")
+    ] = False,
+    provider: Annotated[
+        str, typer.Option(help="cpu, cuda or tensorrt.", envvar="URSA_PROVIDER")
+    ] = "cpu",
+    threads: Annotated[
+        int | None, typer.Option(help="Model threads per process.", envvar="URSA_THREADS")
+    ] = None,
 ) -> None:
     """Serve BUNDLE over HTTP: /predict, /predict/batch, /metadata, /metrics, pages / and /live."""
     from ursa.serve.app import run
