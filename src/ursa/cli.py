@@ -64,7 +64,9 @@ def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Bundle to write (.ursa).")],
     epochs: Annotated[int, typer.Option(help="Unfrozen epochs (after the frozen ones).")] = 3,
     freeze_epochs: Annotated[int, typer.Option(help="Epochs training only the new head.")] = 1,
-    lr: Annotated[float, typer.Option(help="Base learning rate.")] = 2e-3,
+    lr: Annotated[
+        str, typer.Option(help="Base learning rate, or 'auto' to run lr-find first.")
+    ] = "2e-3",
     arch: Annotated[
         str, typer.Option(help="efficientnet_lite0/1/2 or a timm name.")
     ] = "efficientnet_lite0",
@@ -79,20 +81,51 @@ def train(
     ] = None,
     pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights.")] = True,
     weights: Annotated[Path | None, typer.Option(help="Local pretrained weights file.")] = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Write last.ckpt here after every epoch.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue from a checkpoint (file or checkpoint dir).")
+    ] = None,
+    early_stop: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs without improvement.")
+    ] = None,
+    monitor: Annotated[
+        str, typer.Option(help="valid_loss, error_rate, accuracy or macro_f1.")
+    ] = "valid_loss",
+    keep_best: Annotated[bool, typer.Option(help="End with the best epoch's weights.")] = False,
+    accumulate: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
+    clip: Annotated[float | None, typer.Option(help="Clip gradient norm to this.")] = None,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing, e.g. 0.1.")] = 0.0,
+    balance: Annotated[
+        str, typer.Option(help="Imbalanced classes: none, weights (loss) or sampler.")
+    ] = "none",
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16.")
+    ] = "auto",
+    history_plot: Annotated[
+        Path | None, typer.Option(help="Write the loss/accuracy history as a PNG.")
+    ] = None,
 ) -> None:
     """Fine-tune a pretrained backbone on PATH and write a bundle."""
-    from ursa.cli_support import RichLogger, print_skipped, train_folder
+    from ursa.cli_support import RichLogger, TrainExtras, print_skipped, train_folder
 
+    extras = TrainExtras(
+        checkpoint_dir=checkpoint_dir, resume=resume, early_stop=early_stop, monitor=monitor,
+        keep_best=keep_best, accumulate=accumulate, clip=clip, label_smoothing=label_smoothing,
+        balance=balance, precision=precision, history_plot=history_plot,
+    )  # fmt: skip
     _, learner = train_folder(
         path, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, arch=arch, size=size,
         resize=resize, augment=augment, valid_pct=valid_pct, seed=seed, batch_size=batch_size,
         workers=workers, pretrained=pretrained, weights=weights, logger=RichLogger(console),
-        on_data=lambda d: print_skipped(console, d),
+        on_data=lambda d: print_skipped(console, d), extras=extras,
     )  # fmt: skip
     bundle = learner.export(output)
-    console.print(
-        f"wrote {bundle} (error rate {learner.history[-1].error_rate:.4f})", soft_wrap=True
-    )
+    if learner.is_main:  # under `accelerate launch`, one process reports
+        console.print(
+            f"wrote {bundle} (error rate {learner.history[-1].error_rate:.4f})", soft_wrap=True
+        )
 
 
 @app.command()
@@ -146,6 +179,9 @@ _register_data(app)
 from ursa.cli_interpret import register as _register_interpret  # noqa: E402
 
 _register_interpret(app)
+from ursa.cli_train import register as _register_train  # noqa: E402
+
+_register_train(app)
 # stage commands: end
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from ursa.export.deploy import ExportResult
     from ursa.serve.bench import BenchRow
     from ursa.train.learner import Learner
+    from ursa.train.lr_find import LRFindResult
 
 
 class RichLogger:
@@ -71,12 +74,42 @@ def print_skipped(console: Console, data: ImageData) -> None:
         console.print(f"  {error.source}: {error.reason}", highlight=False, soft_wrap=True)
 
 
+@dataclass(frozen=True)
+class TrainExtras:
+    """`ursa train`'s options beyond the data and the schedule."""
+
+    checkpoint_dir: Path | None = None
+    resume: Path | None = None
+    early_stop: int | None = None
+    monitor: str = "valid_loss"
+    keep_best: bool = False
+    accumulate: int = 1
+    clip: float | None = None
+    label_smoothing: float = 0.0
+    balance: str = "none"
+    precision: str = "auto"
+    history_plot: Path | None = None
+
+
+def parse_lr(lr: str) -> float | None:
+    """``--lr``: a positive number, or ``auto`` (None: find it with lr-find)."""
+    if lr.strip().lower() == "auto":
+        return None
+    try:
+        value = float(lr)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"--lr {lr}: use a positive learning rate such as 2e-3, or auto")
+    return value
+
+
 def train_folder(
     path: Path,
     *,
     epochs: int,
     freeze_epochs: int,
-    lr: float,
+    lr: str | float,
     arch: str,
     size: int,
     resize: str,
@@ -89,21 +122,69 @@ def train_folder(
     weights: Path | None,
     logger: RichLogger,
     on_data: Callable[[ImageData], object],
+    extras: TrainExtras | None = None,
 ) -> tuple[ImageData, Learner]:
-    """Load ``path``, fine-tune ``arch`` on it, return (data, learner)."""
+    """Load ``path``, fine-tune ``arch`` on it, return (data, learner).
+
+    ``lr="auto"`` runs the learning-rate finder (frozen body, as fine_tune starts) and
+    uses its suggestion; when resuming, the rate of the interrupted run is reused.
+    """
     from ursa.data.core import ImageData
+    from ursa.train.distributed import is_main_process
     from ursa.train.learner import Learner
 
+    extras = extras or TrainExtras()
+    if extras.balance not in ("none", "weights", "sampler"):
+        raise ConfigError(f"--balance {extras.balance}: use none, weights or sampler")
+    base_lr = parse_lr(lr) if isinstance(lr, str) else lr
     data = ImageData.from_folder(
         path, valid_pct=valid_pct, seed=seed, size=size, resize=resize,  # type: ignore[arg-type]
         batch_size=batch_size, augment=augment, num_workers=workers,
     )  # fmt: skip
-    on_data(data)
+    if is_main_process():
+        on_data(data)
     learner = Learner(
-        data, arch=arch, pretrained=pretrained, weights=weights, seed=seed, logger=logger
-    )
-    learner.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs)
+        data, arch=arch, pretrained=pretrained, weights=weights, seed=seed, logger=logger,
+        label_smoothing=extras.label_smoothing, class_weights=extras.balance == "weights",
+        balanced_sampler=extras.balance == "sampler", accumulate=extras.accumulate,
+        clip_norm=extras.clip, precision=extras.precision, monitor=extras.monitor,  # type: ignore[arg-type]
+        patience=extras.early_stop, keep_best=extras.keep_best,
+        checkpoint_dir=extras.checkpoint_dir,
+    )  # fmt: skip
+    if extras.resume is not None:
+        learner.resume(extras.resume)
+        if base_lr is None:  # the rate the interrupted run found
+            first = learner.fits[0]
+            base_lr = first["lr_max"][-1] * (1 if first["frozen"] else 2)
+    if base_lr is None:
+        learner.freeze()
+        found = learner.lr_find()
+        base_lr = found.suggestion
+        if learner.is_main:
+            logger.console.print(f"lr-find suggests {base_lr:.2e} (valley)", highlight=False)
+    learner.fine_tune(epochs, base_lr=base_lr, freeze_epochs=freeze_epochs)
+    if extras.history_plot is not None and learner.is_main:
+        learner.plot_history(extras.history_plot)
     return data, learner
+
+
+def find_lr(
+    path: Path, *, arch: str, size: int, batch_size: int, seed: int, pretrained: bool,
+    weights: Path | None, plot: Path, unfrozen: bool,
+) -> tuple[LRFindResult, Path]:  # fmt: skip
+    """The learning-rate finder on ``path`` (frozen body unless ``unfrozen``), plot written."""
+    from ursa.data.core import ImageData
+    from ursa.train.learner import Learner
+    from ursa.train.progress import SilentLogger
+
+    data = ImageData.from_folder(path, size=size, batch_size=batch_size, seed=seed)
+    learner = Learner(
+        data, arch=arch, pretrained=pretrained, weights=weights, seed=seed, logger=SilentLogger()
+    )
+    if not unfrozen:
+        learner.freeze()
+    result = learner.lr_find()
+    return result, result.plot(plot)
 
 
 def expand_images(arguments: Sequence[str]) -> list[Path]:

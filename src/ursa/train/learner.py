@@ -452,8 +452,8 @@ class Learner:
         try:
             return lr_sweep(
                 self.model, train_loader, optimizer, loss_fn=self.loss_fn, device=self.device,
-                steps=steps, start_lr=start_lr, end_lr=end_lr,
-                channels_last=self.options.channels_last,
+                steps=steps, batch_size=self.data.config.batch_size, start_lr=start_lr,
+                end_lr=end_lr, channels_last=self.options.channels_last,
             )  # fmt: skip
         finally:
             if generator is not None and loader_state is not None:

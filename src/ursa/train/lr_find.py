@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,14 +66,16 @@ def lr_sweep(
     loss_fn: nn.Module,
     device: torch.device,
     steps: int,
+    batch_size: int,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     beta: float = 0.98,
     diverge: float = 4.0,
     channels_last: bool = False,
 ) -> LRFindResult:
-    """Sweep ``steps`` rates over ``batches`` (each batch may be split in several steps
-    so that a small dataset still gives a curve), then restore model and optimizer."""
+    """Sweep up to ``steps`` rates over one pass of ``batches`` (of ``batch_size`` images;
+    each may be cut in pieces so that a small dataset still gives a curve), then restore
+    the model and the optimizer."""
     if not 0 < start_lr < end_lr:
         raise ConfigError(f"start_lr={start_lr}, end_lr={end_lr}: use 0 < start_lr < end_lr")
     if steps < 5:
@@ -84,10 +87,16 @@ def lr_sweep(
     raw: list[float] = []
     smooth: list[float] = []
     average, best, diverged = 0.0, math.inf, False
+    pieces, steps = _plan(batches, steps, batch_size)
+    if steps < 5:
+        raise DataError(
+            f"the learning-rate sweep would get only {steps} steps from one pass; it needs "
+            f"more training images (or a smaller batch size)"
+        )
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     model.train()
     try:
-        for images, labels in _chunks(batches, steps):
+        for images, labels in _chunks(batches, pieces):
             lr = start_lr * factor ** len(lrs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -97,7 +106,7 @@ def lr_sweep(
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            value = float(loss)
+            value = loss.item()
             average = beta * average + (1 - beta) * value
             smoothed = average / (1 - beta ** (len(lrs) + 1))  # bias-corrected
             lrs.append(lr)
@@ -114,10 +123,10 @@ def lr_sweep(
         optimizer.load_state_dict(saved_optimizer)
         optimizer.zero_grad(set_to_none=True)
         torch.set_rng_state(saved_rng)
-    if len(lrs) < 5:
+    if len(lrs) < 3:
         raise DataError(
-            f"the learning-rate sweep got only {len(lrs)} steps; it needs more training images "
-            f"(or a smaller batch size)"
+            f"the loss diverged after {len(lrs)} steps of the learning-rate sweep; "
+            f"start it lower (start_lr={start_lr})"
         )
     return LRFindResult(
         lrs=lrs,
@@ -156,13 +165,18 @@ def steepest(lrs: list[float], losses: list[float]) -> float:
     return float(lrs[int(np.argmin(slopes))])
 
 
-def _chunks(
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps: int, smallest: int = 8
-) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches for the sweep: the loader's batches, each cut into ``split`` pieces of at
-    least ``smallest`` images, so that one pass gives up to ``steps`` points."""
+def _plan(
+    batches: Iterable[Any], steps: int, batch_size: int, smallest: int = 8
+) -> tuple[int, int]:
+    """(pieces per loader batch, sweep steps): one pass gives up to ``steps`` points, each
+    loader batch cut into pieces of at least ``smallest`` images when there are few batches."""
     count = len(batches) if isinstance(batches, Sized) else steps
-    split = max(1, math.ceil(steps / max(count, 1)))
+    pieces = max(1, min(math.ceil(steps / max(count, 1)), batch_size // smallest))
+    return pieces, min(steps, count * pieces)
+
+
+def _chunks(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], pieces: int
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     for images, labels in batches:
-        pieces = max(1, min(split, len(labels) // smallest))
         yield from zip(images.chunk(pieces), labels.chunk(pieces), strict=True)
