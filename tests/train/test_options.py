@@ -1,0 +1,95 @@
+"""Early stopping, keep-best, accumulation, clipping, class balance, TTA, options checks."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TINY_ARCH, make_class_folder
+from ursa.data.core import ImageData
+from ursa.errors import ConfigError
+from ursa.train import FitOptions, Learner, SilentLogger
+
+
+def _learner(folder: Path, batch_size: int = 8, **kwargs: object) -> Learner:
+    data = ImageData.from_folder(folder, size=32, batch_size=batch_size, num_workers=0, seed=0)
+    return Learner(data, arch=TINY_ARCH, pretrained=False, logger=SilentLogger(), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_class_folder(tmp_path_factory.mktemp("d") / "colours", per_class=10)
+
+
+def test_early_stopping_stops_when_the_metric_stalls(folder: Path) -> None:
+    # frozen body in eval mode and a vanishing rate: accuracy cannot move after epoch 0
+    learner = _learner(folder, train_bn=False, monitor="accuracy", patience=2)
+    learner.freeze()
+    records = learner.fit_one_cycle(6, 1e-12)
+    assert len(records) == 3  # the first epoch sets the best, two more without improvement
+
+
+def test_keep_best_ends_with_the_best_epochs_weights(folder: Path) -> None:
+    learner = _learner(folder, monitor="valid_loss", keep_best=True)
+    records = learner.fit_one_cycle(3, 5e-2)
+    best = min(r.valid_loss for r in records)
+    assert learner.validate().loss == pytest.approx(best, rel=1e-6)
+
+
+def test_accumulation_steps_every_n_batches_and_clipping_bounds_the_norm(folder: Path) -> None:
+    learner = _learner(folder, accumulate=2, clip_norm=1e-3)
+    norms: list[float] = []
+    real_step = torch.optim.AdamW.step
+
+    def spy(self: torch.optim.AdamW, *args: object, **kwargs: object) -> object:
+        grads = [
+            p.grad for group in self.param_groups for p in group["params"] if p.grad is not None
+        ]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return real_step(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = spy  # type: ignore[method-assign]
+    try:
+        learner.fit_one_cycle(1, 1e-2)
+    finally:
+        torch.optim.AdamW.step = real_step  # type: ignore[method-assign]
+    batches = len(learner._dataloaders()[0])
+    assert len(norms) == math.ceil(batches / 2)
+    assert max(norms) <= 1e-3 * (1 + 1e-4)
+
+
+def test_class_weights_and_the_balanced_sampler_even_out_classes(tmp_path: Path) -> None:
+    folder = make_class_folder(tmp_path / "c", per_class=4)
+    make_class_folder(tmp_path / "big", per_class=24)
+    for image in (tmp_path / "big" / "red").iterdir():  # red: six times the others
+        image.rename(folder / "red" / f"big-{image.name}")
+    weighted = _learner(folder, class_weights=True, label_smoothing=0.1)
+    weights = weighted.loss_fn.weight
+    assert weights is not None and weights[2] < weights[0] == pytest.approx(weights[1])
+    assert weighted.loss_fn.label_smoothing == 0.1
+    balanced = _learner(folder, balanced_sampler=True)
+    train_loader, _ = balanced._dataloaders()
+    labels = torch.cat([labels for _, labels in train_loader for _ in range(1)])
+    counts = np.bincount(labels.numpy(), minlength=3)
+    assert counts[2] < 0.6 * len(labels)  # red is ~75 % of the images, far less of the draws
+
+
+def test_tta_averages_views_and_predict_accepts_it(folder: Path) -> None:
+    learner = _learner(folder)
+    plain, tta = learner.validate(), learner.validate(tta=True)
+    assert plain.count == tta.count == len(learner.data.valid_items)
+    assert plain.loss != tta.loss  # the extra views change the probabilities
+    prediction = learner.predict(folder / "red" / "00.png", tta=True)
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_options_are_checked_together() -> None:
+    with pytest.raises(ConfigError) as error:
+        FitOptions(accumulate=0, clip_norm=-1, monitor="f2", patience=0)
+    message = str(error.value)
+    for field in ("accumulate=0", "clip_norm=-1", "monitor='f2'", "patience=0"):
+        assert field in message
