@@ -70,7 +70,9 @@ def bench(
     concurrency: Annotated[int, typer.Option(help="Concurrent HTTP clients.")] = 8,
     requests: Annotated[int, typer.Option(help="Requests per measurement.")] = 200,
     http: Annotated[bool, typer.Option(help="Also measure over HTTP on loopback.")] = True,
-    max_batch: Annotated[int, typer.Option(help="Server micro-batch size (1: off).")] = 8,
+    max_batch: Annotated[
+        int | None, typer.Option(help="Server micro-batch size (1: off; default: automatic).")
+    ] = None,
 ) -> None:
     """Latency p50/p90/p99 and throughput, in-process and over HTTP, fp32 and int8."""
     from ursa.cli_support import print_bench

@@ -225,11 +225,11 @@ def bench_http(
     requests: int,
     concurrencies: Sequence[int],
     int8: bool,
-    max_batch: int = 8,
+    max_batch: int | None = None,
 ) -> list[BenchRow]:
     rows = []
     precision = "int8" if int8 else "fp32"
-    settings = {"URSA_MAX_BATCH": str(max_batch)}
+    settings = {} if max_batch is None else {"URSA_MAX_BATCH": str(max_batch)}
     with ServerProcess(bundle, int8=int8, extra_env=settings) as server:
         for concurrency in concurrencies:
             latencies, wall, statuses = http_load(server.port, images, requests, concurrency)
@@ -246,10 +246,10 @@ def run_bench(
     requests: int,
     *,
     http: bool = True,
-    max_batch: int = 8,
+    max_batch: int | None = None,
 ) -> list[BenchRow]:
     """Every measurement for the precisions the bundle holds (fp32, and int8 when present)."""
-    if concurrency < 1 or requests < 1 or max_batch < 1:
+    if concurrency < 1 or requests < 1 or (max_batch is not None and max_batch < 1):
         raise ConfigError("--concurrency, --requests and --max-batch must be 1 or more")
     images = load_images(folder)
     rows: list[BenchRow] = []

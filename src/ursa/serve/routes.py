@@ -58,7 +58,7 @@ class Service:
         return cls(
             settings=settings,
             predictor=predictor,
-            batcher=MicroBatcher(predictor, settings.max_batch, metrics),
+            batcher=MicroBatcher(predictor, settings.effective_max_batch(), metrics),
             admission=Admission(settings.max_queue),
             metrics=metrics,
             decoders=ThreadPoolExecutor(
@@ -311,7 +311,7 @@ async def metadata(service: ServiceDep) -> Metadata:
         provider=predictor.provider,
         execution_providers=predictor.providers,
         threads=predictor.threads,
-        max_batch=settings.max_batch,
+        max_batch=service.batcher.max_batch,
         max_queue=settings.max_queue,
         max_body_bytes=settings.max_body_bytes,
         max_batch_images=settings.max_batch_images,
