@@ -91,6 +91,7 @@ def test_5000_requests_no_5xx_bad_bodies_4xx_memory_flat(tiny_served: tuple[Path
         rss_warm = _rss_kib(server.process.pid)
         results = _hammer(server.port, 5000, 32)
         rss_after = _rss_kib(server.process.pid)
+    print(f"RSS after warm-up {rss_warm} KiB, after 5,000 requests {rss_after} KiB; {results}")
     assert sum(results.values()) == 5000
     assert not [key for key in results if key[1] >= 500 or key[1] == 0], results
     assert all(status == 200 for (kind, status) in results if kind == "good"), results
