@@ -1,6 +1,6 @@
 """Serving benchmark with the real EfficientNet-Lite0 at 224 px (the README's table).
 
-    .venv/bin/python benchmarks/serve.py [--workdir bench-output] [--requests 300]
+    .venv/bin/python benchmarks/serve.py [--workdir DIR] [--requests 300] [--int8-max-drop 1]
 
 Takes 60 images per class of Fashion-MNIST (Debian's dataset-fashion-mnist;
 a synthetic three-class set when it is not installed), fine-tunes
@@ -17,6 +17,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,9 @@ def make_dataset(root: Path, per_class: int = 24) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("bench-output"))
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ursa-serve-bench"
+    )
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
