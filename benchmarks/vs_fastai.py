@@ -40,7 +40,6 @@ FASHION_NAMES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "sh
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 3
 BATCH = 64
-BASE_LR = 2e-3
 SIZE = 224
 
 
@@ -68,19 +67,19 @@ def make_folder(root: Path, per_class: int, classes: int) -> Path:
     return root
 
 
-def run_ursa(data: Path) -> dict[str, float]:
+def run_ursa(data: Path, base_lr: float) -> dict[str, float]:
     import ursa
     from ursa.train import SilentLogger
 
     started = time.perf_counter()
     images = ursa.ImageData.from_folder(data, size=SIZE, batch_size=BATCH, min_scale=0.35)
     learner = ursa.Learner(images, arch="efficientnet_lite0", logger=SilentLogger())
-    learner.fine_tune(EPOCHS, base_lr=BASE_LR)
+    learner.fine_tune(EPOCHS, base_lr=base_lr)
     error = learner.validate().error_rate
     return {"seconds": time.perf_counter() - started, "error_rate": error}
 
 
-def run_fastai(data: Path) -> dict[str, float]:
+def run_fastai(data: Path, base_lr: float) -> dict[str, float]:
     from fastai.vision.all import (
         ImageDataLoaders,
         Normalize,
@@ -104,15 +103,15 @@ def run_fastai(data: Path) -> dict[str, float]:
     )  # fmt: skip
     learner = vision_learner(loaders, efficientnet_lite0, metrics=error_rate, normalize=False)
     with learner.no_bar():
-        learner.fine_tune(EPOCHS, base_lr=BASE_LR)
+        learner.fine_tune(EPOCHS, base_lr=base_lr)
     _, error = learner.validate()
     return {"seconds": time.perf_counter() - started, "error_rate": float(error)}
 
 
-def in_subprocess(python: str, which: str, data: Path) -> dict[str, float]:
+def in_subprocess(python: str, which: str, data: Path, lr: float) -> dict[str, float]:
     """Run one library's benchmark in a fresh interpreter; its last stdout line is JSON."""
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    command = [python, __file__, "--run", which, "--workdir", str(data.parent)]
+    command = [python, __file__, "--run", which, "--workdir", str(data.parent), "--lr", str(lr)]
     result = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     if result.returncode != 0:
         sys.exit(f"{which} run failed:\n{result.stdout}\n{result.stderr}")
@@ -125,12 +124,13 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=60)
     parser.add_argument("--classes", type=int, default=5)
     parser.add_argument("--fastai-python", default=str(ROOT / ".venv-fastai" / "bin" / "python"))
+    parser.add_argument("--lr", type=float, default=1e-2, help="fine_tune's base_lr, for both")
     parser.add_argument("--run", choices=("ursa", "fastai"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     data = arguments.workdir / "data"
     if arguments.run is not None:
         runner = run_ursa if arguments.run == "ursa" else run_fastai
-        print(json.dumps(runner(data)))
+        print(json.dumps(runner(data, arguments.lr)))
         return
     if not data.exists():
         make_folder(data, arguments.per_class, arguments.classes)
@@ -140,11 +140,12 @@ def main() -> None:
           f"{machine}; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     if not Path(arguments.fastai_python).exists():
         sys.exit(f"{arguments.fastai_python} not found: create the fastai venv (see the docstring)")
-    ursa_result = in_subprocess(sys.executable, "ursa", data)
-    print(f"ursa    fine_tune({EPOCHS}): {ursa_result['seconds']:7.1f} s, "
+    ursa_result = in_subprocess(sys.executable, "ursa", data, arguments.lr)
+    run = f"fine_tune({EPOCHS}, base_lr={arguments.lr:g})"
+    print(f"ursa    {run}: {ursa_result['seconds']:7.1f} s, "
           f"error rate {ursa_result['error_rate']:.4f}", flush=True)  # fmt: skip
-    fastai_result = in_subprocess(arguments.fastai_python, "fastai", data)
-    print(f"fastai  fine_tune({EPOCHS}): {fastai_result['seconds']:7.1f} s, "
+    fastai_result = in_subprocess(arguments.fastai_python, "fastai", data, arguments.lr)
+    print(f"fastai  {run}: {fastai_result['seconds']:7.1f} s, "
           f"error rate {fastai_result['error_rate']:.4f}")  # fmt: skip
     ratio = ursa_result["seconds"] / fastai_result["seconds"]
     gap = (ursa_result["error_rate"] - fastai_result["error_rate"]) * 100

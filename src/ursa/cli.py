@@ -106,6 +106,9 @@ def train(
     history_plot: Annotated[
         Path | None, typer.Option(help="Write the loss/accuracy history as a PNG.")
     ] = None,
+    train_bn: Annotated[
+        bool, typer.Option(help="Train batch-norm layers while the body is frozen (fastai).")
+    ] = True,
 ) -> None:
     """Fine-tune a pretrained backbone on PATH and write a bundle."""
     from ursa.cli_support import RichLogger, TrainExtras, print_skipped, train_folder
@@ -113,7 +116,7 @@ def train(
     extras = TrainExtras(
         checkpoint_dir=checkpoint_dir, resume=resume, early_stop=early_stop, monitor=monitor,
         keep_best=keep_best, accumulate=accumulate, clip=clip, label_smoothing=label_smoothing,
-        balance=balance, precision=precision, history_plot=history_plot,
+        balance=balance, precision=precision, history_plot=history_plot, train_bn=train_bn,
     )  # fmt: skip
     _, learner = train_folder(
         path, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, arch=arch, size=size,

@@ -89,6 +89,7 @@ class TrainExtras:
     balance: str = "none"
     precision: str = "auto"
     history_plot: Path | None = None
+    train_bn: bool = True
 
 
 def parse_lr(lr: str) -> float | None:
@@ -149,7 +150,7 @@ def train_folder(
         balanced_sampler=extras.balance == "sampler", accumulate=extras.accumulate,
         clip_norm=extras.clip, precision=extras.precision, monitor=extras.monitor,  # type: ignore[arg-type]
         patience=extras.early_stop, keep_best=extras.keep_best,
-        checkpoint_dir=extras.checkpoint_dir,
+        checkpoint_dir=extras.checkpoint_dir, train_bn=extras.train_bn,
     )  # fmt: skip
     if extras.resume is not None:
         learner.resume(extras.resume)
