@@ -93,3 +93,19 @@ def test_options_are_checked_together() -> None:
     message = str(error.value)
     for field in ("accumulate=0", "clip_norm=-1", "monitor='f2'", "patience=0"):
         assert field in message
+
+
+def test_mixed_precision_requests_keep_a_cpu_run_in_fp32(folder: Path) -> None:
+    learner = _learner(folder, precision="fp16", device="cpu")
+    records = learner.fit_one_cycle(1, 1e-2)
+    assert learner.options.precision == "fp16" and math.isfinite(records[0].train_loss)
+    assert _learner(folder, device="cpu").options.precision == "fp32"  # auto on a CPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_two_epochs_of_mixed_precision_on_cuda(folder: Path) -> None:
+    learner = _learner(folder, device="cuda")
+    assert learner.options.precision in ("bf16", "fp16")
+    learner.fine_tune(1, base_lr=1e-2)
+    assert all(math.isfinite(r.train_loss) for r in learner.history)
