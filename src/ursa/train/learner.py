@@ -160,6 +160,7 @@ class Learner:
         self.train_seconds = 0.0
         self.frozen = False
         self._loaders: tuple[Any, Any] | None = None
+        self._prepared: tuple[Any, Any] | None = None
         self._fit_index = 0
         self._resume: ckpt.Checkpoint | None = None
 
@@ -189,8 +190,11 @@ class Learner:
         loaders = self._raw_dataloaders()
         if self.accelerator is None:
             return loaders
-        if not hasattr(self, "_prepared"):
-            self._prepared = tuple(self.accelerator.prepare_data_loader(dl) for dl in loaders)
+        if self._prepared is None:
+            self._prepared = (
+                self.accelerator.prepare_data_loader(loaders[0]),
+                self.accelerator.prepare_data_loader(loaders[1]),
+            )
         return self._prepared
 
     # -- freezing ------------------------------------------------------------------------
