@@ -38,6 +38,8 @@ class RichLogger:
         if not self._header_done:
             self.console.print("  ".join(f"{c:>10}" for c in COLUMNS), style="bold", soft_wrap=True)
             self._header_done = True
+        if not self.console.is_terminal:
+            return  # piped or logged: the rows alone, no bar to redraw
         self._progress = Progress(
             TextColumn(f"epoch {epoch} ({phase})"),
             BarColumn(),
