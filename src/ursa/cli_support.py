@@ -279,23 +279,17 @@ def predict_rows(
 def write_csv(console: Console, path: Path, rows: Sequence[Sequence[str]]) -> None:
     """Write predictions as CSV (path, label, probability, top_k, error), atomically."""
     import csv
-    import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(["path", "label", "probability", "top_k", "error"])
-            for file, label, probability, detail in rows:
-                if label == "error":
-                    writer.writerow([file, "", "", "", detail])
-                else:
-                    writer.writerow([file, label, probability, detail, ""])
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from ursa.atomic import atomic_file
+
+    with atomic_file(path, text=True) as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["path", "label", "probability", "top_k", "error"])
+        for file, label, probability, detail in rows:
+            if label == "error":
+                writer.writerow([file, "", "", "", detail])
+            else:
+                writer.writerow([file, label, probability, detail, ""])
     errors = sum(row[1] == "error" for row in rows)
     console.print(f"wrote {len(rows)} rows to {path} ({errors} unreadable file(s))", soft_wrap=True)
 

@@ -26,15 +26,14 @@ import csv
 import hashlib
 import io
 import json
-import os
 import sqlite3
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from ursa.atomic import atomic_write_bytes
 from ursa.errors import DataError
 
 MANIFEST_NAME = "ursa.sqlite"
@@ -374,17 +373,7 @@ def export_to_file(root: Path, output: Path, fmt: Literal["csv", "json"]) -> int
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, flush it to disk, rename it over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=PART_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data, prefix=PART_PREFIX)
 
 
 def iter_image_paths(root: Path) -> Iterator[tuple[str, str, str, Path]]:

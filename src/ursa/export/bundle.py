@@ -16,14 +16,13 @@ and renamed over it only when complete.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ursa.atomic import atomic_file
 from ursa.data.preprocess import PreprocessConfig
 from ursa.errors import BundleError, ConfigError
 
@@ -155,26 +154,15 @@ def write_bundle(
         if name in REQUIRED_MEMBERS or "/" in name or name.startswith("."):
             raise BundleError(f"cannot add {name!r} to a bundle: reserved or unsafe member name")
         members[name] = data
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            with zipfile.ZipFile(stream, "w") as archive:
-                for name, data in members.items():
-                    # Weights barely compress; store them so reading needs no inflate.
-                    method = (
-                        zipfile.ZIP_STORED
-                        if name.endswith((".safetensors", ".onnx"))
-                        else zipfile.ZIP_DEFLATED
-                    )
-                    archive.writestr(name, data, compress_type=method)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as stream, zipfile.ZipFile(stream, "w") as archive:
+        for name, data in members.items():
+            # Weights barely compress; store them so reading needs no inflate.
+            method = (
+                zipfile.ZIP_STORED
+                if name.endswith((".safetensors", ".onnx"))
+                else zipfile.ZIP_DEFLATED
+            )
+            archive.writestr(name, data, compress_type=method)
     return target
 
 

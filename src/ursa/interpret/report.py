@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ursa.atomic import atomic_write_bytes
 from ursa.data.core import ImageData
 from ursa.data.items import Item, find_split_folders
 from ursa.data.manifest import MANIFEST_NAME, ImageRecord, Manifest
@@ -496,11 +497,7 @@ def report_html(
 
 def _write(path: Path, data: bytes) -> Path:
     """Write beside the target and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-    return path
+    return atomic_write_bytes(path, data)
 
 
 def write_report(interp: Interpretation, path: Path, *, k: int = 9, heatmap: bool = True) -> Path:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from ursa.atomic import atomic_file
 from ursa.errors import UrsaError
 
 SCHEMA = 1
@@ -98,19 +97,13 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
     payload = io.BytesIO()
     torch.save({"optimizer": checkpoint.optimizer, "scheduler": checkpoint.scheduler}, payload)
     state = {"schema": SCHEMA, **checkpoint.state}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream, zipfile.ZipFile(stream, "w") as archive:
-            archive.writestr("state.json", json.dumps(state, indent=1, allow_nan=True))
-            archive.writestr("model.safetensors", save_tensors(_contiguous(checkpoint.model)))
-            archive.writestr("rng.safetensors", save_tensors(_contiguous(checkpoint.rng)))
-            archive.writestr("optimizer.pt", payload.getvalue())
-            if checkpoint.best is not None:
-                archive.writestr("best.safetensors", save_tensors(_contiguous(checkpoint.best)))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as stream, zipfile.ZipFile(stream, "w") as archive:
+        archive.writestr("state.json", json.dumps(state, indent=1, allow_nan=True))
+        archive.writestr("model.safetensors", save_tensors(_contiguous(checkpoint.model)))
+        archive.writestr("rng.safetensors", save_tensors(_contiguous(checkpoint.rng)))
+        archive.writestr("optimizer.pt", payload.getvalue())
+        if checkpoint.best is not None:
+            archive.writestr("best.safetensors", save_tensors(_contiguous(checkpoint.best)))
     return path
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ursa.atomic import atomic_file
 
 if TYPE_CHECKING:
     from ursa.train.lr_find import LRFindResult
@@ -27,16 +27,10 @@ def _save(figure: Any, path: Path) -> Path:
     """Save ``figure`` as a PNG atomically (temporary file, then rename) and close it."""
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
         figure.tight_layout()
-        figure.savefig(temporary, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        with atomic_file(path, suffix=".png") as stream:
+            figure.savefig(stream, format="png")
     finally:
         plt.close(figure)
     return path
