@@ -29,8 +29,8 @@ class InterruptAt(SilentLogger):
             raise KeyboardInterrupt
 
 
-def _learner(folder: Path, **kwargs: object) -> Learner:
-    data = ImageData.from_folder(folder, size=32, batch_size=8, num_workers=0, seed=0)
+def _learner(folder: Path, workers: int = 0, **kwargs: object) -> Learner:
+    data = ImageData.from_folder(folder, size=32, batch_size=8, num_workers=workers, seed=0)
     kwargs.setdefault("logger", SilentLogger())
     return Learner(data, arch=TINY_ARCH, pretrained=False, **kwargs)  # type: ignore[arg-type]
 
@@ -98,3 +98,22 @@ def test_resume_refuses_another_model_or_a_different_plan(folder: Path, tmp_path
     (tmp_path / "bad.ckpt").write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="not a readable"):
         learner.resume(tmp_path / "bad.ckpt")
+
+
+def test_resume_is_exact_with_loader_workers_too(
+    folder: Path, uninterrupted: Learner, tmp_path: Path
+) -> None:
+    # Each epoch's workers are seeded from the loader's generator, which the
+    # checkpoint holds, so a worker process draws the same augmentation after a resume.
+    runs = tmp_path / "runs"
+    interrupted = _learner(folder, workers=1, checkpoint_dir=runs, logger=InterruptAt(2))
+    with pytest.raises(TrainingInterrupted):
+        interrupted.fine_tune(2, base_lr=1e-2)
+    resumed = _learner(folder, workers=1, checkpoint_dir=runs)
+    resumed.resume(runs)
+    resumed.fine_tune(2, base_lr=1e-2)
+    straight = _learner(folder, workers=1)
+    straight.fine_tune(2, base_lr=1e-2)
+    expected = straight.model.state_dict()
+    for name, tensor in resumed.model.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
