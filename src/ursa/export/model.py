@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ursa.data.imageio import ImageSource, open_image
+from ursa.data.imageio import MAX_PIXELS, ImageSource, open_image
 from ursa.data.preprocess import preprocess
 from ursa.errors import BundleError
 from ursa.export.bundle import WEIGHTS_NAME, Bundle, BundleConfig, read_bundle
@@ -24,21 +24,20 @@ if TYPE_CHECKING:
     from ursa.serve.predictor import Predictor
 
 
-class Model:
-    """A loaded bundle: ``predict`` and ``predict_batch`` over paths, bytes or PIL images."""
+class BundleModel:
+    """What every way of running a bundle shares: opening and preprocessing images the
+    same way as training, batching, and turning logits into predictions.
 
-    def __init__(self, bundle: Bundle) -> None:
-        self.bundle = bundle
-        self._network = _torch_network(bundle)
+    Subclasses (the PyTorch :class:`Model`, the ONNX Runtime ``ursa.serve.Predictor``)
+    set :attr:`bundle` and implement :meth:`logits`. Torch-free.
+    """
+
+    bundle: Bundle
+    max_pixels: int = MAX_PIXELS
 
     @property
     def config(self) -> BundleConfig:
         return self.bundle.config
-
-    @property
-    def network(self) -> Any:
-        """The PyTorch module (eval mode, CPU)."""
-        return self._network
 
     @property
     def class_names(self) -> list[str]:
@@ -50,25 +49,51 @@ class Model:
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 preprocessed inputs → (N, C) logits."""
-        import torch
+        raise NotImplementedError
 
-        with torch.inference_mode():
-            return self._network(torch.from_numpy(inputs)).float().numpy()
+    def prepare(self, source: ImageSource) -> np.ndarray:
+        """Decode (safely) and preprocess one image: (3, H, W) float32."""
+        image = open_image(source, max_pixels=self.max_pixels)
+        return preprocess(image, self.config.preprocess)
+
+    def predict_arrays(self, inputs: np.ndarray) -> list[Prediction]:
+        """Predictions for preprocessed inputs, one per row."""
+        return predictions_from_logits(self.logits(inputs), self.class_names)
 
     def predict_batch(
         self, sources: Sequence[ImageSource], batch_size: int = 32
     ) -> list[Prediction]:
-        """Predict several images with the bundle's validation transform."""
+        """Predict several images, ``batch_size`` per model call."""
         results: list[Prediction] = []
         for start in range(0, len(sources), batch_size):
             chunk = sources[start : start + batch_size]
-            inputs = np.stack([preprocess(open_image(s), self.config.preprocess) for s in chunk])
-            results += predictions_from_logits(self.logits(inputs), self.class_names)
+            results += self.predict_arrays(np.stack([self.prepare(s) for s in chunk]))
         return results
 
     def predict(self, source: ImageSource) -> Prediction:
         """Predict one image."""
-        return self.predict_batch([source])[0]
+        return self.predict_arrays(self.prepare(source)[None])[0]
+
+
+class Model(BundleModel):
+    """A loaded bundle run with PyTorch: ``predict`` and ``predict_batch`` over paths,
+    bytes or PIL images."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self._network = _torch_network(bundle)
+
+    @property
+    def network(self) -> Any:
+        """The PyTorch module (eval mode, CPU)."""
+        return self._network
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 preprocessed inputs → (N, C) logits."""
+        import torch
+
+        with torch.inference_mode():
+            return self._network(torch.from_numpy(inputs)).float().numpy()
 
 
 def _torch_network(bundle: Bundle) -> Any:

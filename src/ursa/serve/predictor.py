@@ -9,18 +9,16 @@ everywhere.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ursa.data.imageio import MAX_PIXELS, ImageSource, open_image
-from ursa.data.preprocess import preprocess
+from ursa.data.imageio import MAX_PIXELS
 from ursa.errors import BundleError, ConfigError
-from ursa.export.bundle import Bundle, BundleConfig, read_bundle
+from ursa.export.bundle import Bundle, read_bundle
+from ursa.export.model import BundleModel
 from ursa.export.onnx import INPUT_NAME, INT8_NAME, ONNX_NAME
-from ursa.prediction import Prediction, predictions_from_logits
 
 #: ``--provider`` names → ONNX Runtime execution providers, best first (CPU always last).
 PROVIDERS: dict[str, list[str]] = {
@@ -46,7 +44,7 @@ def available_providers() -> list[str]:
     return [name for name, chain in PROVIDERS.items() if chain[0] in present]
 
 
-class Predictor:
+class Predictor(BundleModel):
     """Predict with a bundle's ``model.onnx`` (or ``model.int8.onnx``) on ONNX Runtime.
 
     ``threads`` is the intra-op thread count (default: one per usable core,
@@ -109,45 +107,10 @@ class Predictor:
                 f"{self.bundle.path}: {self.member} cannot be loaded by ONNX Runtime ({error})"
             ) from None
 
-    @property
-    def config(self) -> BundleConfig:
-        return self.bundle.config
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.bundle.config.class_names
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.bundle.metrics
-
-    def prepare(self, source: ImageSource) -> np.ndarray:
-        """Decode (safely) and preprocess one image: (3, H, W) float32."""
-        image = open_image(source, max_pixels=self.max_pixels)
-        return preprocess(image, self.config.preprocess)
-
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 preprocessed inputs → (N, C) logits."""
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
         return np.asarray(self._session.run(None, {INPUT_NAME: inputs})[0])
-
-    def predict_arrays(self, inputs: np.ndarray) -> list[Prediction]:
-        """Predictions for preprocessed inputs, one per row."""
-        return predictions_from_logits(self.logits(inputs), self.class_names)
-
-    def predict_batch(
-        self, sources: Sequence[ImageSource], batch_size: int = 32
-    ) -> list[Prediction]:
-        """Predict several images, ``batch_size`` per ONNX Runtime call."""
-        results: list[Prediction] = []
-        for start in range(0, len(sources), batch_size):
-            chunk = sources[start : start + batch_size]
-            results += self.predict_arrays(np.stack([self.prepare(s) for s in chunk]))
-        return results
-
-    def predict(self, source: ImageSource) -> Prediction:
-        """Predict one image."""
-        return self.predict_arrays(self.prepare(source)[None])[0]
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /metadata`` reports about the model and the runtime."""
