@@ -232,8 +232,7 @@ def predict_rows(
 
     import numpy as np
 
-    from ursa.data.imageio import open_image
-    from ursa.data.preprocess import preprocess
+    from ursa.data.preprocess import prepare_input
     from ursa.export.model import load
     from ursa.prediction import predictions_from_logits
 
@@ -244,7 +243,7 @@ def predict_rows(
 
     def prepare(path: Path) -> np.ndarray | UrsaError:
         try:
-            return preprocess(open_image(path), config)
+            return prepare_input(path, config)
         except UrsaError as error:
             return error
 

@@ -86,7 +86,7 @@ def test_one_class_is_not_enough(tmp_path: Path) -> None:
         for path in (folder / name).iterdir():
             path.unlink()
         (folder / name).rmdir()
-    with pytest.raises(DataError, match="at least 2 class folders"):
+    with pytest.raises(DataError, match="at least 2 classes"):
         ImageData.from_folder(folder)
 
 

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from ursa.data.imageio import MAX_PIXELS
 from ursa.data.items import (
     Item,
     class_counts,
+    existing_folder,
     find_split_folders,
     fingerprint,
     items_from_class_folders,
     random_split,
     scan_images,
+    split_by_folder,
 )
-from ursa.data.preprocess import RESIZE_METHODS, PreprocessConfig, ResizeMethod
+from ursa.data.preprocess import (
+    PAD_MODES,
+    RESIZE_METHODS,
+    PadMode,
+    PreprocessConfig,
+    ResizeMethod,
+)
+from ursa.data.sources import IMAGE_INPUT, InputSource
 from ursa.errors import ConfigError, DataError, ImageError
 
 if TYPE_CHECKING:
@@ -37,8 +47,10 @@ class DataConfig:
     """Side of the square model input, in pixels."""
     resize: ResizeMethod = "crop"
     """crop, pad or squish (see :class:`~ursa.data.preprocess.PreprocessConfig`)."""
+    pad_mode: PadMode = "zeros"
+    """How resize="pad" fills the margin: zeros, border or reflection."""
     valid_pct: float = 0.2
-    """Fraction held out for validation when the folder has no train/valid split."""
+    """Fraction held out for validation when the data has no split of its own."""
     seed: int = 42
     """Seed for the split and the shuffling."""
     stratify: bool = True
@@ -53,6 +65,8 @@ class DataConfig:
     """Loader processes; None picks one per spare core (at most 4)."""
     max_pixels: int = MAX_PIXELS
     """Images with more pixels than this are refused (decompression bombs)."""
+    input: InputSource = field(default=IMAGE_INPUT)
+    """What the files are and how one becomes a picture (images, audio, bytes)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -60,6 +74,8 @@ class DataConfig:
             problems.append(f"size={self.size!r}: use a whole number of pixels, at least 8")
         if self.resize not in RESIZE_METHODS:
             problems.append(f"resize={self.resize!r}: use one of {', '.join(RESIZE_METHODS)}")
+        if self.pad_mode not in PAD_MODES:
+            problems.append(f"pad_mode={self.pad_mode!r}: use one of {', '.join(PAD_MODES)}")
         if not 0.0 <= self.valid_pct < 1.0:
             problems.append(
                 f"valid_pct={self.valid_pct}: use a fraction from 0 up to 1 (exclusive)"
@@ -76,12 +92,34 @@ class DataConfig:
             raise ConfigError("invalid data settings:\n  " + "\n  ".join(problems))
 
 
+class DataSettings(TypedDict, total=False):
+    """Keyword settings every ``ImageData.from_*`` constructor takes (see :class:`DataConfig`)."""
+
+    size: int
+    resize: ResizeMethod
+    pad_mode: PadMode
+    valid_pct: float
+    seed: int
+    stratify: bool
+    batch_size: int
+    augment: str
+    min_scale: float
+    num_workers: int | None
+    max_pixels: int
+    input: InputSource
+
+
+Splitter = Callable[[list[Item]], tuple[list[Item], list[Item]]]
+"""Divides labelled items into (train, valid)."""
+
+
 @dataclass
 class ImageData:
     """Images with labels, split into training and validation sets.
 
-    Build it with :meth:`from_folder`; a :class:`~ursa.train.Learner` turns it
-    into data loaders with the backbone's normalisation.
+    Build it with :meth:`from_folder` (or another ``from_*``); a
+    :class:`~ursa.train.Learner` turns it into data loaders with the backbone's
+    normalisation.
     """
 
     root: Path
@@ -93,64 +131,57 @@ class ImageData:
     fingerprint: str = ""
 
     @classmethod
-    def from_folder(
-        cls,
-        path: str | Path,
-        *,
-        valid_pct: float = 0.2,
-        seed: int = 42,
-        size: int = 224,
-        resize: ResizeMethod = "crop",
-        batch_size: int = 64,
-        augment: str = "default",
-        min_scale: float = 0.35,
-        stratify: bool = True,
-        num_workers: int | None = None,
-        max_pixels: int = MAX_PIXELS,
-    ) -> ImageData:
+    def from_folder(cls, path: str | Path, **settings: Unpack[DataSettings]) -> ImageData:
         """Labels from folder names: ``path/<class>/*.jpg``, or ``path/train/<class>/`` and
         ``path/valid/<class>/`` for a split made beforehand (then ``valid_pct`` is unused).
 
-        Every image is decoded once here; files that are not readable images are
-        skipped and listed in :attr:`skipped` (and logged), never fatal.
+        Every file is decoded once here; files that are not readable are skipped
+        and listed in :attr:`skipped` (and logged), never fatal.
         """
-        config = DataConfig(
-            size=size,
-            resize=resize,
-            valid_pct=valid_pct,
-            seed=seed,
-            stratify=stratify,
-            batch_size=batch_size,
-            augment=augment,
-            min_scale=min_scale,
-            num_workers=num_workers,
-            max_pixels=max_pixels,
-        )
-        root = Path(path).expanduser().resolve()
-        if not root.exists():
-            raise DataError(f"{path} does not exist")
+        config = DataConfig(**settings)
+        root = existing_folder(path)
         split = find_split_folders(root)
-        if split is not None:
-            train_scan = scan_images(items_from_class_folders(split[0]), max_pixels=max_pixels)
-            valid_scan = scan_images(items_from_class_folders(split[1]), max_pixels=max_pixels)
-            train, valid = train_scan.items, valid_scan.items
-            skipped = train_scan.skipped + valid_scan.skipped
-            digests = {**train_scan.sha256, **valid_scan.sha256}
-            unknown = sorted({i.label for i in valid} - {i.label for i in train})
-            if unknown:
-                raise DataError(
-                    f"{split[1]} has classes that {split[0]} lacks: {', '.join(unknown)}; "
-                    f"every validation class needs training images"
-                )
+        if split is None:
+            items = items_from_class_folders(root, config.input)
+            return cls.from_items(root, items, config)
+        train_dir, valid_dir = split
+        items = items_from_class_folders(train_dir, config.input) + items_from_class_folders(
+            valid_dir, config.input
+        )
+        return cls.from_items(root, items, config, splitter=split_by_folder(valid_dir))
+
+    @classmethod
+    def from_items(
+        cls,
+        root: Path,
+        items: Sequence[Item],
+        config: DataConfig,
+        *,
+        splitter: Splitter | None = None,
+    ) -> ImageData:
+        """Check labelled ``items`` (decoding each once), split them and build the data.
+
+        ``splitter`` divides the readable items into (train, valid); the default
+        is the seeded random split of ``config``. Every ``from_*`` ends here.
+        """
+        scan = scan_images(items, max_pixels=config.max_pixels, source=config.input)
+        if splitter is None:
+            train, valid = random_split(
+                scan.items, config.valid_pct, config.seed, stratify=config.stratify
+            )
         else:
-            scan = scan_images(items_from_class_folders(root), max_pixels=max_pixels)
-            skipped, digests = scan.skipped, scan.sha256
-            train, valid = random_split(scan.items, valid_pct, seed, stratify=stratify)
+            train, valid = splitter(scan.items)
         class_names = sorted({item.label for item in train})
         if len(class_names) < 2:
             raise DataError(
-                f"{root} has {len(class_names)} class with usable images "
-                f"({', '.join(class_names) or 'none'}); a classifier needs at least 2 class folders"
+                f"{root} has {len(class_names)} class with usable training files "
+                f"({', '.join(class_names) or 'none'}); a classifier needs at least 2 classes"
+            )
+        unknown = sorted({i.label for i in valid} - set(class_names))
+        if unknown:
+            raise DataError(
+                f"the validation set has classes the training set lacks: {', '.join(unknown)}; "
+                f"every validation class needs training files"
             )
         counts = class_counts(train + valid)
         small = [name for name, n in counts.items() if n < 2]
@@ -164,8 +195,8 @@ class ImageData:
             train_items=train,
             valid_items=valid,
             config=config,
-            skipped=skipped,
-            fingerprint=fingerprint(train + valid, digests, root),
+            skipped=scan.skipped,
+            fingerprint=fingerprint(train + valid, scan.sha256, root),
         )
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -192,13 +223,20 @@ class ImageData:
         workers = self.config.num_workers
         if workers is None:
             workers = default_num_workers()
+        source, max_pixels = preprocess.input, self.config.max_pixels
         train_set = ImageDataset(
             self.train_items,
             self.class_names,
             train_transform(preprocess, self.config.augment, min_scale=self.config.min_scale),
+            source=source,
+            max_pixels=max_pixels,
         )
         valid_set = ImageDataset(
-            self.valid_items, self.class_names, ValidationTransform(preprocess)
+            self.valid_items,
+            self.class_names,
+            ValidationTransform(preprocess),
+            source=source,
+            max_pixels=max_pixels,
         )
         batch = self.config.batch_size
         seed = self.config.seed

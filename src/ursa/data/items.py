@@ -9,14 +9,15 @@ import hashlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ursa.data.imageio import MAX_PIXELS, is_image_name, open_image
+from ursa.data.imageio import MAX_PIXELS
+from ursa.data.sources import IMAGE_INPUT, InputSource
 from ursa.errors import DataError, ImageError
 
 log = logging.getLogger(__name__)
@@ -48,33 +49,56 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _files_in(folder: Path) -> Iterable[Path]:
+def files_in(folder: Path, source: InputSource = IMAGE_INPUT) -> Iterable[Path]:
+    """Files ``source`` reads under ``folder``, recursively, in sorted order; hidden
+    files and folders (the quarantine, caches) are skipped."""
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith(".") and is_image_name(name):
+            if not name.startswith(".") and source.matches(name):
                 yield Path(dirpath) / name
 
 
-def items_from_class_folders(folder: Path) -> list[Item]:
-    """One item per image file under ``folder/<class>/`` (nested folders included)."""
+def items_from_class_folders(folder: Path, source: InputSource = IMAGE_INPUT) -> list[Item]:
+    """One item per file under ``folder/<class>/`` (nested folders included)."""
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder; give a folder with one sub-folder per class")
     items: list[Item] = []
     for class_dir in _class_dirs(folder):
-        items.extend(Item(path, class_dir.name) for path in _files_in(class_dir))
+        items.extend(Item(path, class_dir.name) for path in files_in(class_dir, source))
     if not items:
-        loose = [p.name for p in folder.iterdir() if p.is_file() and is_image_name(p)]
+        loose = [p.name for p in folder.iterdir() if p.is_file() and source.matches(p)]
         hint = (
             f" It holds {len(loose)} loose images: move them into one sub-folder per class."
             if loose
             else ""
         )
         raise DataError(
-            f"no images found in class folders under {folder}: expected {folder}/<class>/<image>"
-            f" (e.g. {folder}/grizzly/001.jpg).{hint}"
+            f"no {source.kind} files found in class folders under {folder}: expected "
+            f"{folder}/<class>/<file> (e.g. {folder}/grizzly/001.jpg).{hint}"
         )
     return items
+
+
+def existing_folder(path: str | Path) -> Path:
+    """``path`` made absolute; a clear error when it is missing or not a folder."""
+    root = Path(path).expanduser().resolve()
+    if not root.exists():
+        raise DataError(f"{path} does not exist")
+    if not root.is_dir():
+        raise DataError(f"{path} is a file; give the folder that holds the data")
+    return root
+
+
+def split_by_folder(valid_dir: Path) -> Callable[[list[Item]], tuple[list[Item], list[Item]]]:
+    """A splitter: items under ``valid_dir`` validate, the rest train."""
+
+    def split(items: list[Item]) -> tuple[list[Item], list[Item]]:
+        valid = [item for item in items if item.path.is_relative_to(valid_dir)]
+        chosen = {item.path for item in valid}
+        return [item for item in items if item.path not in chosen], valid
+
+    return split
 
 
 def find_split_folders(folder: Path) -> tuple[Path, Path] | None:
@@ -88,13 +112,18 @@ def find_split_folders(folder: Path) -> tuple[Path, Path] | None:
 
 
 def scan_images(
-    items: Sequence[Item], *, max_pixels: int = MAX_PIXELS, workers: int = 4
+    items: Sequence[Item],
+    *,
+    max_pixels: int = MAX_PIXELS,
+    workers: int = 4,
+    source: InputSource = IMAGE_INPUT,
 ) -> ScanResult:
-    """Decode every image once; keep those that decode, report those that do not.
+    """Decode every file once; keep those that decode, report those that do not.
 
-    JPEGs decode in draft mode (reduced scale, every byte still read), so a
-    folder of large photos is checked quickly. Decoding runs in a thread pool
-    (Pillow releases the GIL while it decodes).
+    Images check through :meth:`InputSource.check`: JPEGs decode in draft mode
+    (reduced scale, every byte still read), so a folder of large photos is
+    checked quickly. Decoding runs in a thread pool (Pillow releases the GIL
+    while it decodes).
     The sha256 of each good file is kept for the dataset fingerprint.
     """
 
@@ -104,7 +133,7 @@ def scan_images(
         except OSError as error:
             return item, None, ImageError(str(item.path), f"cannot read the file ({error})")
         try:
-            open_image(data, max_pixels=max_pixels, draft=64)
+            source.check(data, max_pixels=max_pixels)
         except ImageError as error:
             return item, None, ImageError(str(item.path), error.reason)
         return item, hashlib.sha256(data).hexdigest(), None

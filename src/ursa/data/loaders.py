@@ -9,29 +9,36 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ursa.data.imageio import open_image
+from ursa.data.imageio import MAX_PIXELS
 from ursa.data.items import Item
+from ursa.data.sources import IMAGE_INPUT, InputSource
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
-    """Items → (image tensor (3, H, W), class index), opened with the safe opener."""
+    """Items → (image tensor (3, H, W), class index); files are opened by ``source``
+    (images with the safe opener, audio as spectrograms, ...)."""
 
     def __init__(
         self,
         items: Sequence[Item],
         class_names: Sequence[str],
         transform: Callable[[Image.Image], torch.Tensor],
+        *,
+        source: InputSource = IMAGE_INPUT,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.items = list(items)
         self.class_to_index = {name: i for i, name in enumerate(class_names)}
         self.transform = transform
+        self.source = source
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = self.items[index]
-        image = open_image(item.path)
+        image = self.source.open(item.path, max_pixels=self.max_pixels)
         return self.transform(image), self.class_to_index[item.label]
 
 

@@ -7,18 +7,23 @@ no torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
 
+from ursa.data.imageio import MAX_PIXELS, ImageSource
+from ursa.data.sources import IMAGE_INPUT, InputSource, source_from_dict
 from ursa.errors import ConfigError
 
 ResizeMethod = Literal["crop", "pad", "squish"]
 Interpolation = Literal["bicubic", "bilinear", "nearest"]
+PadMode = Literal["zeros", "border", "reflection"]
 
 RESIZE_METHODS: tuple[str, ...] = ("crop", "pad", "squish")
+PAD_MODES: tuple[str, ...] = ("zeros", "border", "reflection")
+_NUMPY_PAD = {"border": "edge", "reflection": "reflect"}
 _PIL_FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -34,20 +39,30 @@ class PreprocessConfig:
     """Side of the square input, in pixels."""
     resize: ResizeMethod = "crop"
     """crop: scale the short side to `size`, cut the centre; pad: scale the long side
-    to `size`, pad with zeros; squish: scale both sides to `size`, ignoring aspect."""
+    to `size`, fill the rest (see `pad_mode`); squish: scale both sides to `size`,
+    ignoring aspect."""
+    pad_mode: PadMode = "zeros"
+    """How resize="pad" fills the margin: zeros (black), border (the edge pixels
+    repeated) or reflection (the image mirrored at its edge)."""
     interpolation: Interpolation = "bicubic"
     """Resampling filter used when resizing."""
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     """Per-channel mean subtracted after scaling pixels to [0, 1]."""
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     """Per-channel standard deviation divided by after the mean."""
+    input: InputSource = field(default=IMAGE_INPUT)
+    """What the files are (images, audio clips, raw bytes) and how one becomes a picture."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.input, dict):  # as to_dict() writes it
+            object.__setattr__(self, "input", source_from_dict(self.input))
         problems = []
         if not isinstance(self.size, int) or self.size < 8:
             problems.append(f"size={self.size!r}: use a whole number of pixels, at least 8")
         if self.resize not in RESIZE_METHODS:
             problems.append(f"resize={self.resize!r}: use one of {', '.join(RESIZE_METHODS)}")
+        if self.pad_mode not in PAD_MODES:
+            problems.append(f"pad_mode={self.pad_mode!r}: use one of {', '.join(PAD_MODES)}")
         if self.interpolation not in _PIL_FILTERS:
             problems.append(
                 f"interpolation={self.interpolation!r}: use one of {', '.join(_PIL_FILTERS)}"
@@ -63,9 +78,11 @@ class PreprocessConfig:
         return {
             "size": self.size,
             "resize": self.resize,
+            "pad_mode": self.pad_mode,
             "interpolation": self.interpolation,
             "mean": list(self.mean),
             "std": list(self.std),
+            "input": self.input.to_dict(),
         }
 
     @classmethod
@@ -73,13 +90,17 @@ class PreprocessConfig:
         return cls(
             size=int(values["size"]),
             resize=values["resize"],
+            pad_mode=values.get("pad_mode", "zeros"),
             interpolation=values["interpolation"],
             mean=tuple(float(v) for v in values["mean"]),  # type: ignore[arg-type]
             std=tuple(float(v) for v in values["std"]),  # type: ignore[arg-type]
+            input=source_from_dict(values.get("input")),
         )
 
 
-def resize_image(image: Image.Image, size: int, method: str, interpolation: str) -> Image.Image:
+def resize_image(
+    image: Image.Image, size: int, method: str, interpolation: str, pad_mode: str = "zeros"
+) -> Image.Image:
     """Resize an RGB image to exactly ``size`` × ``size`` by ``method``."""
     resample = _PIL_FILTERS[interpolation]
     width, height = image.size
@@ -95,9 +116,18 @@ def resize_image(image: Image.Image, size: int, method: str, interpolation: str)
         scale = size / max(width, height)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         resized = image.resize((new_w, new_h), resample)
-        canvas = Image.new("RGB", (size, size), (0, 0, 0))
-        canvas.paste(resized, ((size - new_w) // 2, (size - new_h) // 2))
-        return canvas
+        left, top = (size - new_w) // 2, (size - new_h) // 2
+        if pad_mode == "zeros":
+            canvas = Image.new("RGB", (size, size), (0, 0, 0))
+            canvas.paste(resized, (left, top))
+            return canvas
+        if pad_mode not in _NUMPY_PAD:
+            raise ConfigError(f"pad_mode={pad_mode!r}: use one of {', '.join(PAD_MODES)}")
+        pixels = np.asarray(resized)
+        # Reflection needs two pixels to mirror; a one-pixel-thin image repeats its edge.
+        mode = _NUMPY_PAD[pad_mode] if min(new_w, new_h) > 1 else "edge"
+        widths = ((top, size - new_h - top), (left, size - new_w - left), (0, 0))
+        return Image.fromarray(np.pad(pixels, widths, mode=mode))  # type: ignore[call-overload]
     raise ConfigError(f"resize={method!r}: use one of {', '.join(RESIZE_METHODS)}")
 
 
@@ -109,7 +139,29 @@ def normalize(array: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     return (chw - (mean * 255.0)[:, None, None]) * scale[:, None, None]
 
 
+def resize_for_model(image: Image.Image, config: PreprocessConfig) -> Image.Image:
+    """The deterministic (validation / inference) resize of ``config``."""
+    return resize_image(image, config.size, config.resize, config.interpolation, config.pad_mode)
+
+
 def preprocess(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     """An RGB PIL image → the model's input, (3, size, size) float32."""
-    resized = resize_image(image, config.size, config.resize, config.interpolation)
-    return normalize(np.asarray(resized, dtype=np.uint8), config)
+    return normalize(np.asarray(resize_for_model(image, config), dtype=np.uint8), config)
+
+
+def load_input(
+    source: ImageSource, config: PreprocessConfig, *, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
+    """Open a file the way ``config`` says (image, audio clip or bytes): an RGB picture."""
+    return config.input.open(source, max_pixels=max_pixels)
+
+
+def prepare_input(
+    source: ImageSource, config: PreprocessConfig, *, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Open and preprocess one file: the model's input, (3, size, size) float32.
+
+    Validation, ``predict``, export checks and the server all call this, so one
+    file gives one tensor everywhere.
+    """
+    return preprocess(load_input(source, config, max_pixels=max_pixels), config)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
-from ursa.data.preprocess import PreprocessConfig, preprocess, resize_image
+from ursa.data.preprocess import PreprocessConfig, preprocess, resize_for_model
 
 _INTERPOLATION = {
     "bicubic": InterpolationMode.BICUBIC,
@@ -80,7 +80,7 @@ class FixedResize(v2.Transform):
         self.config = config
 
     def forward(self, image: Image.Image) -> Image.Image:
-        return resize_image(image, self.config.size, self.config.resize, self.config.interpolation)
+        return resize_for_model(image, self.config)
 
 
 class ReflectRotate(v2.Transform):

@@ -20,11 +20,14 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ursa.atomic import atomic_file
 from ursa.data.preprocess import PreprocessConfig
 from ursa.errors import BundleError, ConfigError
+
+if TYPE_CHECKING:
+    from ursa.data.core import DataSettings
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "ursa-bundle"
@@ -68,6 +71,21 @@ class BundleConfig:
             "preprocess": self.preprocess.to_dict(),
             "training": self.training,
             "dataset_fingerprint": self.dataset_fingerprint,
+        }
+
+    def data_settings(self) -> DataSettings:
+        """The data settings training used (split, size, resize, input kind), for
+        rebuilding the same split of a folder: ``ImageData.from_folder(path, **settings)``."""
+        training = self.training
+        valid_pct = training.get("valid_pct")
+        return {
+            "valid_pct": 0.2 if valid_pct is None else float(valid_pct),
+            "seed": int(training.get("seed", 42)),
+            "batch_size": int(training.get("batch_size", 64)),
+            "size": self.preprocess.size,
+            "resize": self.preprocess.resize,
+            "pad_mode": self.preprocess.pad_mode,
+            "input": self.preprocess.input,
         }
 
     @classmethod

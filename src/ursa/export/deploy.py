@@ -97,14 +97,10 @@ def _split(bundle: Bundle, folder: Path) -> _Split:
     """(calibration files, validation files, validation label indices) from ``folder``."""
     from ursa.data.core import ImageData
 
-    training = bundle.config.training
-    data = ImageData.from_folder(
-        folder,
-        valid_pct=float(training.get("valid_pct") or 0.2),
-        seed=int(training.get("seed", 42)),
-        size=bundle.config.preprocess.size,
-        resize=bundle.config.preprocess.resize,
-    )
+    settings = bundle.config.data_settings()
+    # A model trained without a validation split still needs held-out images here.
+    settings["valid_pct"] = settings.get("valid_pct") or 0.2
+    data = ImageData.from_folder(folder, **settings)
     names = bundle.config.class_names
     unknown = sorted(set(data.class_names) - set(names))
     if unknown:

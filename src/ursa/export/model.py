@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ursa.data.imageio import MAX_PIXELS, ImageSource, open_image
-from ursa.data.preprocess import preprocess
+from ursa.data.imageio import MAX_PIXELS, ImageSource
+from ursa.data.preprocess import prepare_input
 from ursa.errors import BundleError
 from ursa.export.bundle import WEIGHTS_NAME, Bundle, BundleConfig, read_bundle
 from ursa.prediction import Prediction, predictions_from_logits
@@ -52,9 +52,8 @@ class BundleModel:
         raise NotImplementedError
 
     def prepare(self, source: ImageSource) -> np.ndarray:
-        """Decode (safely) and preprocess one image: (3, H, W) float32."""
-        image = open_image(source, max_pixels=self.max_pixels)
-        return preprocess(image, self.config.preprocess)
+        """Decode (safely) and preprocess one file: (3, H, W) float32."""
+        return prepare_input(source, self.config.preprocess, max_pixels=self.max_pixels)
 
     def predict_arrays(self, inputs: np.ndarray) -> list[Prediction]:
         """Predictions for preprocessed inputs, one per row."""

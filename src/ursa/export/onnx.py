@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ursa.data.imageio import ImageSource, open_image
-from ursa.data.preprocess import PreprocessConfig, preprocess
+from ursa.data.imageio import ImageSource
+from ursa.data.preprocess import PreprocessConfig, prepare_input, preprocess
 from ursa.errors import UrsaError
 from ursa.export.bundle import REQUIRED_MEMBERS, Bundle, read_bundle, write_bundle
 
@@ -65,7 +65,7 @@ def sample_inputs(
     ``seed``), unlike anything that would give tied logits.
     """
     if sources:
-        return np.stack([preprocess(open_image(source), config) for source in sources])
+        return np.stack([prepare_input(source, config) for source in sources])
     rng = np.random.default_rng(seed)
     images = []
     side = max(config.size, 64)

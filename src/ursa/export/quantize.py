@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ursa.data.imageio import open_image
-from ursa.data.preprocess import PreprocessConfig, preprocess
+from ursa.data.preprocess import PreprocessConfig, prepare_input
 from ursa.errors import DataError
 from ursa.export.onnx import INPUT_NAME, ExportError
 
@@ -45,7 +44,7 @@ class QuantizeReport:
 
 def load_inputs(paths: Sequence[Path], config: PreprocessConfig) -> np.ndarray:
     """Decode and preprocess ``paths`` into one (N, 3, H, W) array."""
-    return np.stack([preprocess(open_image(path), config) for path in paths])
+    return np.stack([prepare_input(path, config) for path in paths])
 
 
 def accuracy(session: Any, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 32) -> float:

@@ -21,9 +21,8 @@ import torch
 from torch import nn
 
 from ursa.data.core import ImageData
-from ursa.data.imageio import open_image
 from ursa.data.items import Item
-from ursa.data.preprocess import PreprocessConfig, preprocess, resize_image
+from ursa.data.preprocess import PreprocessConfig, load_input, prepare_input, resize_for_model
 from ursa.errors import ConfigError, DataError
 from ursa.interpret import metrics
 from ursa.interpret.metrics import Calibration, ClassMetrics, Confusion
@@ -190,14 +189,7 @@ class Interpretation:
         config = model.config
         training = dict(config.training)
         if not isinstance(data, ImageData):
-            data = ImageData.from_folder(
-                data,
-                valid_pct=float(training.get("valid_pct", 0.2)),
-                seed=int(training.get("seed", 42)),
-                size=config.preprocess.size,
-                resize=config.preprocess.resize,
-                batch_size=int(training.get("batch_size", 64)),
-            )
+            data = ImageData.from_folder(data, **config.data_settings())
         history = model.metrics.get("history")
         summary = ModelSummary(
             arch=config.arch,
@@ -311,8 +303,8 @@ class Interpretation:
     def input_image(self, index: int) -> np.ndarray:
         """Image ``index`` as the model sees it (resized, before normalisation): (H, W, 3) uint8."""
         config = self.summary.preprocess
-        image = open_image(self.items[index].path)
-        return np.asarray(resize_image(image, config.size, config.resize, config.interpolation))
+        image = load_input(self.items[index].path, config)
+        return np.asarray(resize_for_model(image, config))
 
     def gradcam(
         self, indices: Sequence[int], classes: Sequence[int] | None = None, batch_size: int = 16
@@ -328,7 +320,7 @@ class Interpretation:
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
             inputs = np.stack(
-                [preprocess(open_image(self.items[i].path), self.summary.preprocess) for i in chunk]
+                [prepare_input(self.items[i].path, self.summary.preprocess) for i in chunk]
             )
             tensor = torch.from_numpy(inputs).to(self.device)  # (B, 3, H, W)
             maps.append(explainer(tensor, list(classes[start : start + batch_size])))

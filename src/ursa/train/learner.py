@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ursa.data.core import ImageData
-from ursa.data.imageio import ImageSource, open_image
-from ursa.data.preprocess import PreprocessConfig, preprocess
+from ursa.data.imageio import ImageSource
+from ursa.data.preprocess import PreprocessConfig, prepare_input
 from ursa.errors import ConfigError, DataError, UrsaError
 from ursa.models.backbones import backbone_info, classifier_of, create_model, layer_groups
 from ursa.prediction import Prediction, predictions_from_logits
@@ -135,9 +135,11 @@ class Learner:
         self.preprocess = PreprocessConfig(
             size=data.config.size,
             resize=data.config.resize,
+            pad_mode=data.config.pad_mode,
             interpolation=info.interpolation,  # type: ignore[arg-type]
             mean=info.mean,
             std=info.std,
+            input=data.config.input,
         )
         torch.manual_seed(self.seed)  # the new head's initial weights follow the seed
         self.model = create_model(
@@ -545,7 +547,7 @@ class Learner:
         results: list[Prediction] = []
         for start in range(0, len(sources), batch_size):
             chunk = sources[start : start + batch_size]
-            inputs = np.stack([preprocess(open_image(s), self.preprocess) for s in chunk])
+            inputs = np.stack([prepare_input(s, self.preprocess) for s in chunk])
             batch = torch.from_numpy(inputs).to(self.device, memory_format=memory_format)
             logits = model(batch).float().cpu().numpy()
             results += predictions_from_logits(logits, self.class_names)

@@ -1,0 +1,97 @@
+"""What kind of file a dataset holds, and how one becomes an RGB picture.
+
+Every stage opens files through a :class:`InputSource`: scanning a folder,
+training, validation, ``predict`` and the server. An image source opens
+images; an audio source draws a clip as a mel spectrogram; a bytes source draws
+a file's bytes as a grayscale picture. After that, every file is a picture and
+the rest of ursa (resize, augment, train, interpret, export, serve) does not
+know the difference.
+
+The source is part of :class:`~ursa.data.preprocess.PreprocessConfig`, so a
+bundle records it and a served model opens uploads the way training opened
+files. Torch-free.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from PIL import Image
+
+from ursa.data.imageio import IMAGE_EXTENSIONS, MAX_PIXELS, ImageSource, open_image
+from ursa.errors import ConfigError
+
+
+class InputSource(ABC):
+    """Turns one file (path, bytes or file object) into an 8-bit RGB PIL image."""
+
+    kind: ClassVar[str]
+    """Name recorded in the bundle: image, audio or bytes."""
+
+    @property
+    @abstractmethod
+    def extensions(self) -> frozenset[str]:
+        """File name suffixes (lower case, with the dot) a folder scan picks up."""
+
+    @abstractmethod
+    def open(self, source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+        """Decode ``source`` into an RGB image; raise :class:`~ursa.errors.ImageError`
+        naming the file and the reason when it cannot."""
+
+    def check(self, source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> None:
+        """Raise :class:`~ursa.errors.ImageError` when ``source`` cannot be opened.
+
+        Used when scanning a folder; a source may check more cheaply than it opens.
+        """
+        self.open(source, max_pixels=max_pixels)
+
+    def matches(self, path: str | Path) -> bool:
+        """True when a folder scan should pick up ``path``."""
+        return Path(path).suffix.lower() in self.extensions
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings, with ``kind``; :func:`source_from_dict` reverses it."""
+        return {"kind": self.kind}
+
+
+@dataclass(frozen=True)
+class ImageInput(InputSource):
+    """Image files, opened by :func:`~ursa.data.imageio.open_image`."""
+
+    kind: ClassVar[str] = "image"
+
+    @property
+    def extensions(self) -> frozenset[str]:
+        return IMAGE_EXTENSIONS
+
+    def open(self, source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+        return open_image(source, max_pixels=max_pixels)
+
+    def check(self, source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> None:
+        # Draft mode: every byte is decoded (truncation still fails) at a fraction of the cost.
+        open_image(source, max_pixels=max_pixels, draft=64)
+
+
+IMAGE_INPUT = ImageInput()
+"""The default source: image files."""
+
+
+def source_from_dict(values: dict[str, Any] | None) -> InputSource:
+    """The source a bundle or settings file describes; missing means images."""
+    if not values:
+        return IMAGE_INPUT
+    kind = values.get("kind", "image")
+    if kind == "image":
+        return IMAGE_INPUT
+    if kind == "audio":
+        from ursa.data.audio import AudioInput
+
+        return AudioInput.from_dict(values)
+    if kind == "bytes":
+        from ursa.data.bytesimage import BytesInput
+
+        return BytesInput.from_dict(values)
+    raise ConfigError(f"input kind {kind!r} is unknown: use image, audio or bytes")
