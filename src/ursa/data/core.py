@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from ursa.data.imageio import MAX_PIXELS
 from ursa.data.items import (
@@ -20,12 +20,22 @@ from ursa.data.items import (
     scan_images,
     split_by_folder,
 )
+from ursa.data.labels import (
+    DataSpec,
+    items_from_name_regex,
+    items_from_table,
+    list_splitter,
+    recorded_path,
+    resolve_recorded,
+    split_by_paths,
+)
 from ursa.data.preprocess import (
     PAD_MODES,
     RESIZE_METHODS,
     PadMode,
     PreprocessConfig,
     ResizeMethod,
+    decode_size,
 )
 from ursa.data.sources import IMAGE_INPUT, InputSource
 from ursa.errors import ConfigError, DataError, ImageError
@@ -129,6 +139,8 @@ class ImageData:
     config: DataConfig
     skipped: list[ImageError] = field(default_factory=list)
     fingerprint: str = ""
+    spec: DataSpec = field(default_factory=DataSpec)
+    """How the labels and the split were made (recorded in bundles; see :meth:`from_spec`)."""
 
     @classmethod
     def from_folder(cls, path: str | Path, **settings: Unpack[DataSettings]) -> ImageData:
@@ -148,7 +160,133 @@ class ImageData:
         items = items_from_class_folders(train_dir, config.input) + items_from_class_folders(
             valid_dir, config.input
         )
-        return cls.from_items(root, items, config, splitter=split_by_folder(valid_dir))
+        return cls.from_items(
+            root, items, config, splitter=split_by_folder(valid_dir), spec=DataSpec(split="folder")
+        )
+
+    @classmethod
+    def from_name_regex(
+        cls,
+        path: str | Path,
+        pattern: str = r"^(.+)_\d+\.\w+$",
+        *,
+        valid_list: str | Path | Sequence[str] | None = None,
+        **settings: Unpack[DataSettings],
+    ) -> ImageData:
+        """Labels from a regex on each file name (Oxford-IIIT Pets style: the default
+        ``^(.+)_\\d+\\.\\w+$`` labels ``great_pyrenees_12.jpg`` as ``great_pyrenees``).
+
+        The label is group 1, or the group named ``label``. Every file under ``path``
+        (recursively) must match; the error names those that do not, with a count.
+        Split: ``valid_list`` (a text file of names, or a list of them), else
+        ``train/`` and ``valid/`` folders when present, else random.
+        """
+        config = DataConfig(**settings)
+        root = existing_folder(path)
+        items = items_from_name_regex(root, pattern, config.input)
+        spec = DataSpec(labels="regex", pattern=pattern)
+        return cls._split_items(root, items, config, spec, valid_list=valid_list)
+
+    @classmethod
+    def from_csv(
+        cls,
+        csv: str | Path,
+        image_dir: str | Path | None = None,
+        *,
+        label_col: str = "label",
+        path_col: str | None = None,
+        split_col: str | None = None,
+        delimiter: str | None = None,
+        valid_list: str | Path | Sequence[str] | None = None,
+        **settings: Unpack[DataSettings],
+    ) -> ImageData:
+        """Labels from a CSV or TSV: one row per file, columns chosen by name.
+
+        ``path_col`` holds file paths relative to ``image_dir`` (default: the
+        table's folder); None picks the first column that is neither the label nor
+        the split column. ``delimiter`` defaults to tab for ``.tsv``, else it is
+        sniffed. Split: ``split_col`` (true/false, 1/0, yes/no, train/valid), or
+        ``valid_list``, else random. Missing files, missing columns and bad split
+        values are errors that list them.
+        """
+        if split_col is not None and valid_list is not None:
+            raise ConfigError("give split_col or valid_list, not both: they are two splits")
+        config = DataConfig(**settings)
+        table = Path(csv).expanduser().resolve()
+        root = existing_folder(table.parent if image_dir is None else image_dir)
+        found = items_from_table(
+            table, root, label_col=label_col, path_col=path_col, split_col=split_col,
+            delimiter=delimiter,
+        )  # fmt: skip
+        spec = DataSpec(
+            labels="csv", csv=recorded_path(table, root), label_col=label_col, path_col=path_col,
+            split_col=split_col, delimiter=delimiter,
+        )  # fmt: skip
+        if found.valid_paths is not None:
+            spec = replace(spec, split="column")
+            splitter = split_by_paths(found.valid_paths)
+            return cls.from_items(root, found.items, config, splitter=splitter, spec=spec)
+        return cls._split_items(
+            root, found.items, config, spec, valid_list=valid_list, folders=False
+        )
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: DataSpec | Mapping[str, Any] | None,
+        path: str | Path,
+        **settings: Unpack[DataSettings],
+    ) -> ImageData:
+        """Rebuild labels and split as ``spec`` records them (``ImageData.spec``, or a
+        bundle's ``training["data"]``; None: folder labels) from the data in ``path``.
+
+        ``path`` is the folder ``from_folder``/``from_name_regex`` took, or the image
+        folder of ``from_csv``; recorded relative paths (the table, a validation list)
+        are relative to it.
+        """
+        if not isinstance(spec, DataSpec):
+            spec = DataSpec.from_dict(spec)
+        root = existing_folder(path)
+        recorded = spec.valid_list
+        valid_list = resolve_recorded(recorded, root) if isinstance(recorded, str) else recorded
+        if spec.labels == "regex":
+            assert spec.pattern is not None  # DataSpec checks it
+            return cls.from_name_regex(root, spec.pattern, valid_list=valid_list, **settings)
+        if spec.labels == "csv":
+            assert spec.csv is not None  # DataSpec checks it
+            return cls.from_csv(
+                resolve_recorded(spec.csv, root), root, label_col=spec.label_col,
+                path_col=spec.path_col, split_col=spec.split_col, delimiter=spec.delimiter,
+                valid_list=valid_list, **settings,
+            )  # fmt: skip
+        if valid_list is not None:
+            config = DataConfig(**settings)
+            items = items_from_class_folders(root, config.input)
+            return cls._split_items(root, items, config, spec, valid_list=valid_list, folders=False)
+        return cls.from_folder(root, **settings)
+
+    @classmethod
+    def _split_items(
+        cls,
+        root: Path,
+        items: list[Item],
+        config: DataConfig,
+        spec: DataSpec,
+        *,
+        valid_list: str | Path | Sequence[str] | None,
+        folders: bool = True,
+    ) -> ImageData:
+        """``from_items`` with the split a labeller asked for: ``valid_list``, else
+        ``train/``+``valid/`` folders (when ``folders``), else random."""
+        if valid_list is not None:
+            splitter, recorded = list_splitter(valid_list, items, root)
+            spec = replace(spec, split="list", valid_list=recorded)
+            return cls.from_items(root, items, config, splitter=splitter, spec=spec)
+        split = find_split_folders(root) if folders else None
+        if split is not None:
+            spec, splitter = replace(spec, split="folder"), split_by_folder(split[1])
+            return cls.from_items(root, items, config, splitter=splitter, spec=spec)
+        return cls.from_items(root, items, config, spec=replace(spec, split="random"))
 
     @classmethod
     def from_items(
@@ -158,11 +296,13 @@ class ImageData:
         config: DataConfig,
         *,
         splitter: Splitter | None = None,
+        spec: DataSpec | None = None,
     ) -> ImageData:
         """Check labelled ``items`` (decoding each once), split them and build the data.
 
         ``splitter`` divides the readable items into (train, valid); the default
-        is the seeded random split of ``config``. Every ``from_*`` ends here.
+        is the seeded random split of ``config``. ``spec`` records how the labels and
+        split were made (default: folder labels, random split). Every ``from_*`` ends here.
         """
         scan = scan_images(items, max_pixels=config.max_pixels, source=config.input)
         if splitter is None:
@@ -197,20 +337,31 @@ class ImageData:
             config=config,
             skipped=scan.skipped,
             fingerprint=fingerprint(train + valid, scan.sha256, root),
+            spec=spec or DataSpec(),
         )
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class in each split: ``{"train": {...}, "valid": {...}}``."""
         return {"train": class_counts(self.train_items), "valid": class_counts(self.valid_items)}
 
+    def small_classes(self) -> dict[str, int]:
+        """Classes with fewer than 2 images (train and valid together), with their count."""
+        counts = class_counts(self.train_items + self.valid_items)
+        return {name: n for name, n in counts.items() if n < 2}
+
     def summary(self) -> str:
-        """One line: classes and images per split (plus skipped files)."""
+        """One line: classes and images per split (plus skipped files and classes with
+        fewer than 2 images)."""
         text = (
             f"{len(self.class_names)} classes, {len(self.train_items)} training and "
             f"{len(self.valid_items)} validation images"
         )
         if self.skipped:
             text += f", {len(self.skipped)} unreadable files skipped"
+        small = self.small_classes()
+        if small:
+            listed = ", ".join(f"{name} ({n})" for name, n in small.items())
+            text += f"; classes with fewer than 2 images: {listed}"
         return text
 
     def dataloaders(
@@ -218,7 +369,7 @@ class ImageData:
     ) -> tuple[DataLoader[tuple[torch.Tensor, int]], DataLoader[tuple[torch.Tensor, int]]]:
         """(train, valid) loaders: training augmented and shuffled, validation neither."""
         from ursa.data.loaders import ImageDataset, default_num_workers, make_loader
-        from ursa.data.transforms import ValidationTransform, train_transform
+        from ursa.data.transforms import ValidationTransform, train_decode_size, train_transform
 
         workers = self.config.num_workers
         if workers is None:
@@ -230,6 +381,7 @@ class ImageData:
             train_transform(preprocess, self.config.augment, min_scale=self.config.min_scale),
             source=source,
             max_pixels=max_pixels,
+            min_size=train_decode_size(preprocess, self.config.min_scale),
         )
         valid_set = ImageDataset(
             self.valid_items,
@@ -237,6 +389,7 @@ class ImageData:
             ValidationTransform(preprocess),
             source=source,
             max_pixels=max_pixels,
+            min_size=decode_size(preprocess),
         )
         batch = self.config.batch_size
         seed = self.config.seed

@@ -62,10 +62,12 @@ def open_image(
     Raises :class:`ImageError` naming the source and the reason when it is not a
     readable image or has more than ``max_pixels`` pixels.
 
-    ``draft`` lets a JPEG decode at a reduced scale (no smaller than ``draft``
-    pixels a side): every byte is still decoded, so a corrupt or truncated file
-    still fails, at a fraction of the cost. For checking files, not for pixels
-    that a model will see.
+    ``draft`` lets a JPEG decode at a reduced scale (1/2, 1/4 or 1/8, keeping at
+    least ``draft`` pixels a side; libjpeg scales while it decodes): every byte is
+    still read, so a corrupt or truncated file still fails, at a fraction of the
+    cost. Folder scans use it to check files; validation and serving use it with
+    the model's input size (see ``PreprocessConfig.reduced_decode``), so both see
+    the same pixels.
     """
     name = _describe(source)
     if isinstance(source, Image.Image):

@@ -16,7 +16,8 @@ from ursa.data.sources import IMAGE_INPUT, InputSource
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     """Items → (image tensor (3, H, W), class index); files are opened by ``source``
-    (images with the safe opener, audio as spectrograms, ...)."""
+    (images with the safe opener, audio as spectrograms, ...), at a reduced scale
+    down to ``min_size`` pixels a side when given (see ``InputSource.open``)."""
 
     def __init__(
         self,
@@ -26,19 +27,21 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         *,
         source: InputSource = IMAGE_INPUT,
         max_pixels: int = MAX_PIXELS,
+        min_size: int | None = None,
     ) -> None:
         self.items = list(items)
         self.class_to_index = {name: i for i, name in enumerate(class_names)}
         self.transform = transform
         self.source = source
         self.max_pixels = max_pixels
+        self.min_size = min_size
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = self.items[index]
-        image = self.source.open(item.path, max_pixels=self.max_pixels)
+        image = self.source.open(item.path, max_pixels=self.max_pixels, min_size=self.min_size)
         return self.transform(image), self.class_to_index[item.label]
 
 

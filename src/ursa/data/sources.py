@@ -37,9 +37,16 @@ class InputSource(ABC):
         """File name suffixes (lower case, with the dot) a folder scan picks up."""
 
     @abstractmethod
-    def open(self, source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    def open(
+        self, source: ImageSource, *, max_pixels: int = MAX_PIXELS, min_size: int | None = None
+    ) -> Image.Image:
         """Decode ``source`` into an RGB image; raise :class:`~ursa.errors.ImageError`
-        naming the file and the reason when it cannot."""
+        naming the file and the reason when it cannot.
+
+        ``min_size``: the caller will shrink the picture so that neither side needs more
+        than ``min_size`` pixels; a source may then decode at a reduced scale, keeping
+        both sides at ``min_size`` or more. None: full size.
+        """
 
     def check(self, source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> None:
         """Raise :class:`~ursa.errors.ImageError` when ``source`` cannot be opened.
@@ -67,8 +74,11 @@ class ImageInput(InputSource):
     def extensions(self) -> frozenset[str]:
         return IMAGE_EXTENSIONS
 
-    def open(self, source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
-        return open_image(source, max_pixels=max_pixels)
+    def open(
+        self, source: ImageSource, *, max_pixels: int = MAX_PIXELS, min_size: int | None = None
+    ) -> Image.Image:
+        # JPEGs decode at 1/2, 1/4 or 1/8 scale when that still leaves min_size pixels.
+        return open_image(source, max_pixels=max_pixels, draft=min_size)
 
     def check(self, source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> None:
         # Draft mode: every byte is decoded (truncation still fails) at a fraction of the cost.

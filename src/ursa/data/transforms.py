@@ -57,6 +57,20 @@ def train_transform(
     return v2.Compose(steps)
 
 
+def train_decode_size(config: PreprocessConfig, min_scale: float) -> int | None:
+    """How small training images may decode (see ``PreprocessConfig.reduced_decode``).
+
+    A random crop keeps as little as ``min_scale`` of the area and is then scaled
+    up to ``size``, so the decoded image keeps ``size / sqrt(min_scale)`` pixels a
+    side: the smallest crop still has ``size`` real pixels across.
+    """
+    if not config.reduced_decode:
+        return None
+    if config.resize != "crop":
+        return config.size
+    return math.ceil(config.size / math.sqrt(min_scale))
+
+
 def validation_tensor(image: Image.Image, config: PreprocessConfig) -> torch.Tensor:
     """The validation / inference input as a tensor (3, size, size) float32."""
     return torch.from_numpy(preprocess(image, config))

@@ -22,7 +22,13 @@ from torch import nn
 
 from ursa.data.core import ImageData
 from ursa.data.items import Item
-from ursa.data.preprocess import PreprocessConfig, load_input, prepare_input, resize_for_model
+from ursa.data.preprocess import (
+    PreprocessConfig,
+    decode_size,
+    load_input,
+    prepare_input,
+    resize_for_model,
+)
 from ursa.errors import ConfigError, DataError
 from ursa.interpret import metrics
 from ursa.interpret.metrics import Calibration, ClassMetrics, Confusion
@@ -230,7 +236,13 @@ class Interpretation:
                 f"model knows {', '.join(class_names)}); interpret it on the data it was trained "
                 f"for, or train a model on these classes"
             )
-        dataset = ImageDataset(items, class_names, ValidationTransform(summary.preprocess))
+        dataset = ImageDataset(
+            items,
+            class_names,
+            ValidationTransform(summary.preprocess),
+            source=summary.preprocess.input,
+            min_size=decode_size(summary.preprocess),
+        )
         workers = data.config.num_workers
         loader = make_loader(
             dataset,
