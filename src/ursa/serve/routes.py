@@ -53,6 +53,7 @@ class Service:
             provider=settings.provider,
             threads=threads or _threads_per_worker(settings.workers),
             max_pixels=settings.max_pixels,
+            spin=False,  # spinning threads would starve the decoders and the event loop
         )
         digest = hashlib.sha256(predictor.bundle.read(predictor.member)).hexdigest()
         return cls(
