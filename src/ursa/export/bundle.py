@@ -75,12 +75,14 @@ class BundleConfig:
 
     def data_settings(self) -> DataSettings:
         """The data settings training used (split, size, resize, input kind), for
-        rebuilding the same split of a folder: ``ImageData.from_folder(path, **settings)``."""
+        rebuilding the same split: ``ImageData.from_spec(training.get("data"), path, **settings)``
+        (labels and split as recorded: folder, regex or table)."""
         training = self.training
         valid_pct = training.get("valid_pct")
         return {
             "valid_pct": 0.2 if valid_pct is None else float(valid_pct),
             "seed": int(training.get("seed", 42)),
+            "stratify": bool(training.get("stratify", True)),
             "batch_size": int(training.get("batch_size", 64)),
             "size": self.preprocess.size,
             "resize": self.preprocess.resize,

@@ -100,7 +100,7 @@ def _split(bundle: Bundle, folder: Path) -> _Split:
     settings = bundle.config.data_settings()
     # A model trained without a validation split still needs held-out images here.
     settings["valid_pct"] = settings.get("valid_pct") or 0.2
-    data = ImageData.from_folder(folder, **settings)
+    data = ImageData.from_spec(bundle.config.training.get("data"), folder, **settings)
     names = bundle.config.class_names
     unknown = sorted(set(data.class_names) - set(names))
     if unknown:

@@ -195,7 +195,7 @@ class Interpretation:
         config = model.config
         training = dict(config.training)
         if not isinstance(data, ImageData):
-            data = ImageData.from_folder(data, **config.data_settings())
+            data = ImageData.from_spec(training.get("data"), data, **config.data_settings())
         history = model.metrics.get("history")
         summary = ModelSummary(
             arch=config.arch,

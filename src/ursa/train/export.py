@@ -43,6 +43,8 @@ def export_learner(learner: Learner, path: Path) -> Path:
         "batch_size": data.config.batch_size,
         "augment": data.config.augment,
         "valid_pct": data.config.valid_pct,
+        "stratify": data.config.stratify,
+        "data": data.spec.to_dict(),
         "train_images": len(data.train_items),
         "valid_images": len(data.valid_items),
         "skipped_files": len(data.skipped),
