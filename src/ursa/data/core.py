@@ -42,11 +42,17 @@ from ursa.errors import ConfigError, DataError, ImageError
 
 if TYPE_CHECKING:
     import torch
+    from matplotlib.figure import Figure
+    from PIL import Image
     from torch.utils.data import DataLoader
 
 log = logging.getLogger(__name__)
 
 AUGMENT_PRESETS = ("default", "no_flip", "none")
+
+AugmentPipeline = Callable[[Any], Any]
+"""Your own training augmentation (e.g. a torchvision.transforms.v2 pipeline): the resized
+RGB PIL image in, an image of the same size out (PIL or uint8 tensor, not normalised)."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,12 @@ class DataConfig:
     """Hold out the same fraction of every class."""
     batch_size: int = 64
     """Images per batch."""
-    augment: str = "default"
-    """Training augmentation: default, no_flip or none."""
+    augment: str | AugmentPipeline = "default"
+    """Training augmentation: default, no_flip, none, or your own transforms.v2 pipeline
+    (run after the resize, before normalisation; recorded in a bundle as "custom")."""
+    batch_augment: bool | None = None
+    """Apply the preset's flip / rotate / zoom / warp / lighting to whole batches in the
+    training loop (on the GPU) instead of per image in the loader; None: when on CUDA."""
     min_scale: float = 0.35
     """Smallest fraction of the image area a training random crop keeps (resize="crop")."""
     num_workers: int | None = None
@@ -92,14 +102,24 @@ class DataConfig:
             )
         if self.batch_size < 1:
             problems.append(f"batch_size={self.batch_size}: use 1 or more")
-        if self.augment not in AUGMENT_PRESETS:
-            problems.append(f"augment={self.augment!r}: use one of {', '.join(AUGMENT_PRESETS)}")
+        if isinstance(self.augment, str) and self.augment not in AUGMENT_PRESETS:
+            problems.append(
+                f"augment={self.augment!r}: use one of {', '.join(AUGMENT_PRESETS)} "
+                f"or a transforms.v2 pipeline"
+            )
+        elif not isinstance(self.augment, str) and not callable(self.augment):
+            problems.append(f"augment={self.augment!r}: use a preset name or a callable pipeline")
         if not 0.0 < self.min_scale <= 1.0:
             problems.append(f"min_scale={self.min_scale}: use a fraction above 0, at most 1")
         if self.num_workers is not None and self.num_workers < 0:
             problems.append(f"num_workers={self.num_workers}: use 0 or more, or None for automatic")
         if problems:
             raise ConfigError("invalid data settings:\n  " + "\n  ".join(problems))
+
+    @property
+    def augment_name(self) -> str:
+        """The augmentation as recorded in bundles and reports: the preset, or "custom"."""
+        return self.augment if isinstance(self.augment, str) else "custom"
 
 
 class DataSettings(TypedDict, total=False):
@@ -112,7 +132,8 @@ class DataSettings(TypedDict, total=False):
     seed: int
     stratify: bool
     batch_size: int
-    augment: str
+    augment: str | AugmentPipeline
+    batch_augment: bool | None
     min_scale: float
     num_workers: int | None
     max_pixels: int
@@ -365,9 +386,13 @@ class ImageData:
         return text
 
     def dataloaders(
-        self, preprocess: PreprocessConfig
+        self, preprocess: PreprocessConfig, *, batch_augment: bool = False
     ) -> tuple[DataLoader[tuple[torch.Tensor, int]], DataLoader[tuple[torch.Tensor, int]]]:
-        """(train, valid) loaders: training augmented and shuffled, validation neither."""
+        """(train, valid) loaders: training augmented and shuffled, validation neither.
+
+        ``batch_augment``: the training loader only crops (or resizes); the rest of the
+        preset's augmentation is left to :meth:`batch_augmenter` in the training loop.
+        """
         from ursa.data.loaders import ImageDataset, default_num_workers, make_loader
         from ursa.data.transforms import ValidationTransform, train_decode_size, train_transform
 
@@ -378,7 +403,12 @@ class ImageData:
         train_set = ImageDataset(
             self.train_items,
             self.class_names,
-            train_transform(preprocess, self.config.augment, min_scale=self.config.min_scale),
+            train_transform(
+                preprocess,
+                self.config.augment,
+                min_scale=self.config.min_scale,
+                batch_augment=batch_augment,
+            ),
             source=source,
             max_pixels=max_pixels,
             min_size=train_decode_size(preprocess, self.config.min_scale),
@@ -397,3 +427,46 @@ class ImageData:
             make_loader(train_set, batch_size=batch, shuffle=True, seed=seed, num_workers=workers),
             make_loader(valid_set, batch_size=batch, shuffle=False, seed=seed, num_workers=workers),
         )
+
+    def batch_augmenter(
+        self, preprocess: PreprocessConfig, device: torch.device
+    ) -> torch.nn.Module | None:
+        """The preset's augmentation as a batch module for the training loop on ``device``,
+        or None where the loader augments each image (``batch_augment`` False, or None and
+        not CUDA; ``augment`` none or your own pipeline). Pass ``batch_augment=True`` to
+        :meth:`dataloaders` exactly when this is not None."""
+        from ursa.data.batch_augment import AUGMENT_PRESETS as SETTINGS
+        from ursa.data.batch_augment import BatchAugment
+
+        on_batches = self.config.batch_augment
+        if on_batches is None:
+            on_batches = device.type == "cuda"
+        augment = self.config.augment
+        settings = SETTINGS.get(augment) if isinstance(augment, str) else None
+        if not on_batches or settings is None:
+            return None
+        return BatchAugment(settings, preprocess.mean, preprocess.std).to(device)
+
+    def show_batch(
+        self, n: int = 16, split: str = "train", path: str | Path | None = None
+    ) -> Figure:
+        """A labelled grid of ``n`` images as the model sees them (training images augmented,
+        validation images through the validation transform), shown un-normalised.
+
+        Returns a matplotlib Figure (a notebook shows it); ``path``: also write it as PNG.
+        """
+        from ursa.data.show import show_batch
+
+        return show_batch(self, n=n, split=split, path=path)
+
+    def show_augmentations(
+        self,
+        image: str | Path | Image.Image | None = None,
+        n: int = 8,
+        path: str | Path | None = None,
+    ) -> Figure:
+        """One image (a file, a PIL image, or the first training image when None) under
+        ``n`` draws of the training augmentation. ``path``: also write it as PNG."""
+        from ursa.data.show import show_augmentations
+
+        return show_augmentations(self, image=image, n=n, path=path)

@@ -7,13 +7,17 @@ same numpy code the server runs, so there is one definition of "the input".
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
+from ursa.data.batch_augment import AUGMENT_PRESETS, BatchAugment
+from ursa.data.core import AugmentPipeline
 from ursa.data.preprocess import PreprocessConfig, preprocess, resize_for_model
+from ursa.errors import ConfigError, DataError
 
 _INTERPOLATION = {
     "bicubic": InterpolationMode.BICUBIC,
@@ -23,20 +27,32 @@ _INTERPOLATION = {
 
 
 def train_transform(
-    config: PreprocessConfig, augment: str, *, min_scale: float = 0.35
+    config: PreprocessConfig,
+    augment: str | AugmentPipeline,
+    *,
+    min_scale: float = 0.35,
+    batch_augment: bool = False,
 ) -> v2.Transform | ValidationTransform:
     """RGB PIL image → augmented, normalised (3, size, size) float32 tensor.
 
-    ``default``: random resized crop (or the fixed pad / squish resize), horizontal
-    flip, rotation up to ±10° (corners filled by reflection, not black), brightness
-    and contrast ±20 %. ``no_flip``: the same
-    without the flip (digits, text, anything with a handedness). ``none``: the
-    validation transform.
+    First the resize: a random resized crop keeping ``min_scale`` to all of the area
+    (resize="crop"), or the fixed pad / squish resize. Then, for a preset
+    (``default``, ``no_flip``: see :data:`~ursa.data.batch_augment.AUGMENT_PRESETS`),
+    the flip / rotate / zoom / warp / lighting of :class:`ItemAugment`, unless
+    ``batch_augment`` (the training loop then applies them to whole batches on the
+    device). Your own ``augment`` pipeline runs on the resized PIL image; ursa then
+    converts and normalises its output, which must keep the size. ``none``: the
+    validation transform (no random crop either).
     """
-    if augment == "none":
-        return ValidationTransform(config)
+    settings = None
+    if isinstance(augment, str):
+        if augment not in AUGMENT_PRESETS:
+            raise ConfigError(f"augment={augment!r}: use one of {', '.join(AUGMENT_PRESETS)}")
+        settings = AUGMENT_PRESETS[augment]
+        if settings is None:
+            return ValidationTransform(config)
     interpolation = _INTERPOLATION[config.interpolation]
-    steps: list[v2.Transform] = []
+    steps: list[Callable[[Any], Any]] = []
     if config.resize == "crop":
         steps.append(
             v2.RandomResizedCrop(
@@ -45,15 +61,17 @@ def train_transform(
         )
     else:
         steps.append(FixedResize(config))
-    if augment == "default":
-        steps.append(v2.RandomHorizontalFlip())
+    if not isinstance(augment, str):
+        steps.append(augment)
     steps += [
-        v2.RandomApply([ReflectRotate(10.0)], p=0.75),
-        v2.ColorJitter(brightness=0.2, contrast=0.2),
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(config.mean), std=list(config.std)),
     ]
+    if settings is None:
+        steps.append(SizeCheck(config.size))
+    elif not batch_augment:
+        steps.append(ItemAugment(BatchAugment(settings, config.mean, config.std)))
     return v2.Compose(steps)
 
 
@@ -97,23 +115,31 @@ class FixedResize(v2.Transform):
         return resize_for_model(image, self.config)
 
 
-class ReflectRotate(v2.Transform):
-    """Rotate by a random angle in ±``degrees``, filling the corners by reflection.
+class ItemAugment(v2.Transform):
+    """:class:`~ursa.data.batch_augment.BatchAugment` on one normalised (3, H, W) tensor:
+    the per-image form of the batch augmentation, for CPU loader workers."""
 
-    A plain rotation fills the corners with black, which the model then learns
-    as a feature of training images that validation images never have. The
-    image is padded by reflection, rotated, and its centre cut out again.
-    """
-
-    def __init__(self, degrees: float) -> None:
+    def __init__(self, augment: BatchAugment) -> None:
         super().__init__()
-        self.degrees = degrees
+        self.augment = augment
 
-    def forward(self, image: Image.Image) -> Image.Image:
-        angle = float(torch.empty(1).uniform_(-self.degrees, self.degrees))
-        width, height = image.size
-        # Enough margin that the rotated corners stay inside the padded image.
-        margin = math.ceil(max(width, height) * math.sin(math.radians(abs(angle)))) + 1
-        padded = np.pad(np.asarray(image), ((margin, margin), (margin, margin), (0, 0)), "reflect")
-        rotated = Image.fromarray(padded).rotate(angle, resample=Image.Resampling.BILINEAR)
-        return rotated.crop((margin, margin, margin + width, margin + height))
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.augment(image.unsqueeze(0))[0]
+
+
+class SizeCheck(v2.Transform):
+    """Fail clearly when a custom augmentation pipeline changed the image's size."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if tuple(image.shape) != (3, self.size, self.size):
+            raise DataError(
+                f"the augment pipeline turned a {self.size}×{self.size} image into shape "
+                f"{tuple(image.shape)}: it must keep the size and 3 channels (ursa resizes "
+                f"before it and normalises after it; leave out resizing, cropping to another "
+                f"size and Normalize)"
+            )
+        return image

@@ -143,7 +143,7 @@ class Interpretation:
                 "seed": learner.seed,
                 "pretrained": learner.pretrained,
                 "batch_size": learner.data.config.batch_size,
-                "augment": learner.data.config.augment,
+                "augment": learner.data.config.augment_name,
                 "valid_pct": learner.data.config.valid_pct,
                 "train_images": len(learner.data.train_items),
                 "valid_images": len(learner.data.valid_items),

@@ -41,7 +41,7 @@ def export_learner(learner: Learner, path: Path) -> Path:
         "seed": learner.seed,
         "pretrained": learner.pretrained,
         "batch_size": data.config.batch_size,
-        "augment": data.config.augment,
+        "augment": data.config.augment_name,
         "valid_pct": data.config.valid_pct,
         "stratify": data.config.stratify,
         "data": data.spec.to_dict(),
