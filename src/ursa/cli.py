@@ -185,6 +185,9 @@ _register_interpret(app)
 from ursa.cli_train import register as _register_train  # noqa: E402
 
 _register_train(app)
+from ursa.cli_clean import register as _register_clean  # noqa: E402
+
+_register_clean(app)
 # stage commands: end
 
 

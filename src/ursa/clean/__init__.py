@@ -1,4 +1,15 @@
-"""The clean stage: relabel / delete / keep with an undo journal and a web page.
+"""The clean stage: relabel / delete / keep with an undo journal, and the page to do it on.
 
-Not built yet: this package only reserves the name in the layout of DESIGN.md.
+* :mod:`ursa.clean.journal` — :class:`Journal`: every decision a crash-safe,
+  undoable transaction in the dataset's ``ursa.sqlite`` (torch- and FastAPI-free);
+* :mod:`ursa.clean.session` — :class:`CleanSession`: a bundle's predictions and
+  losses for every image of a folder, cached by content hash;
+* :mod:`ursa.clean.app` — the FastAPI app behind ``ursa clean m.ursa DATA``,
+  its routes (:mod:`ursa.clean.routes`) and its page (``static/``).
+
+Importing this package imports neither torch nor FastAPI.
 """
+
+from ursa.clean.journal import CleanImage, ConflictError, Entry, Journal, Summary, UnknownImageError
+
+__all__ = ["CleanImage", "ConflictError", "Entry", "Journal", "Summary", "UnknownImageError"]

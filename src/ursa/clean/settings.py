@@ -1,0 +1,48 @@
+"""Cleaning-server settings: one pydantic-settings class, read from ``URSA_CLEAN_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ursa.clean.journal import FAULT_POINTS
+
+
+class CleanSettings(BaseSettings):
+    """What ``ursa clean`` serves; every field can be set as ``URSA_CLEAN_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="URSA_CLEAN_", extra="ignore")
+
+    bundle: Path
+    """The ``.ursa`` bundle whose predictions and losses order the images."""
+    data: Path
+    """The dataset folder to clean (one folder per class, or train/ and valid/)."""
+    host: str = "127.0.0.1"
+    """Address the server listens on; the page only answers requests naming it."""
+    port: int = Field(default=8100, ge=1, le=65535)
+    page_size: int = Field(default=48, ge=1, le=500)
+    """Images per page of the grid."""
+    thumbnail_px: int = Field(default=256, ge=32, le=1024)
+    """Longest side of a thumbnail."""
+    fault: str | None = None
+    """For crash tests only: kill the server at this point of every change
+    (before-move: the intent is journaled, the file not moved; after-move)."""
+
+    @field_validator("fault")
+    @classmethod
+    def _known_fault(cls, value: str | None) -> str | None:
+        if value is not None and value not in FAULT_POINTS:
+            raise ValueError(f"use one of {', '.join(FAULT_POINTS)}")
+        return value
+
+    def allowed_hosts(self) -> list[str]:
+        """Host names the server answers to: loopback names, and the address it listens on.
+
+        Checking the Host header stops a web page that points its own domain at
+        127.0.0.1 (DNS rebinding) from reading the page and its token.
+        """
+        if self.host in ("0.0.0.0", "::", ""):
+            return ["*"]
+        return sorted({"127.0.0.1", "localhost", self.host})
