@@ -70,6 +70,19 @@ AUGMENT_PRESETS: dict[str, AugmentSettings | None] = {
 IDENTITY = AugmentSettings(flip=False, max_rotate=0.0, max_zoom=1.0, max_warp=0.0, max_lighting=0.0)
 
 
+def batch_settings(
+    augment: object, batch_augment: bool | None, device_type: str
+) -> AugmentSettings | None:
+    """The settings to augment whole batches with in the training loop, or None where the
+    loader augments each image: ``batch_augment`` False, or None on a device other than
+    CUDA (on the CPU the loader workers augment while the main process trains), or an
+    ``augment`` that is "none" or your own pipeline (which runs per image)."""
+    on_batches = device_type == "cuda" if batch_augment is None else batch_augment
+    if not on_batches or not isinstance(augment, str):
+        return None
+    return AUGMENT_PRESETS.get(augment)
+
+
 class BatchAugment(nn.Module):
     """(B, 3, H, W) normalised images → the same, each randomly augmented, on their device.
 

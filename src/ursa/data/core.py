@@ -435,15 +435,10 @@ class ImageData:
         or None where the loader augments each image (``batch_augment`` False, or None and
         not CUDA; ``augment`` none or your own pipeline). Pass ``batch_augment=True`` to
         :meth:`dataloaders` exactly when this is not None."""
-        from ursa.data.batch_augment import AUGMENT_PRESETS as SETTINGS
-        from ursa.data.batch_augment import BatchAugment
+        from ursa.data.batch_augment import BatchAugment, batch_settings
 
-        on_batches = self.config.batch_augment
-        if on_batches is None:
-            on_batches = device.type == "cuda"
-        augment = self.config.augment
-        settings = SETTINGS.get(augment) if isinstance(augment, str) else None
-        if not on_batches or settings is None:
+        settings = batch_settings(self.config.augment, self.config.batch_augment, device.type)
+        if settings is None:
             return None
         return BatchAugment(settings, preprocess.mean, preprocess.std).to(device)
 

@@ -141,6 +141,9 @@ class Learner:
             std=info.std,
             input=data.config.input,
         )
+        # On CUDA the preset's augmentation runs on whole batches on the GPU; None: the
+        # loader augments each image (see ImageData.batch_augmenter).
+        self.batch_augment = data.batch_augmenter(self.preprocess, self.device)
         torch.manual_seed(self.seed)  # the new head's initial weights follow the seed
         self.model = create_model(
             arch,
@@ -181,7 +184,9 @@ class Learner:
     def _raw_dataloaders(self) -> tuple[Any, Any]:
         """(train, valid) loaders before Accelerate shards them."""
         if self._loaders is None:
-            train_loader, valid_loader = self.data.dataloaders(self.preprocess)
+            train_loader, valid_loader = self.data.dataloaders(
+                self.preprocess, batch_augment=self.batch_augment is not None
+            )
             if self.balanced_sampler:
                 train_loader = _balanced_loader(train_loader, self.seed)
             self._loaders = (train_loader, valid_loader)
@@ -307,6 +312,7 @@ class Learner:
                 first_epoch=len(self.history) - start_epoch, start_epoch=start_epoch,
                 tracker=tracker, accelerator=self.accelerator,
                 save_checkpoint=save if self.checkpoint_dir is not None else None,
+                batch_augment=self.batch_augment,
             )  # fmt: skip
         except KeyboardInterrupt:
             raise TrainingInterrupted(self._interrupted_message()) from None

@@ -122,13 +122,16 @@ def fit(
     tracker: BestTracker | None = None,
     accelerator: Accelerator | None = None,
     save_checkpoint: Callable[[int, BestTracker, list[EpochRecord]], None] | None = None,
+    batch_augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[EpochRecord]:
     """Train epochs ``start_epoch`` .. ``epochs - 1`` over ``train_batches``, validating after each.
 
     The scheduler steps once per optimizer step (one-cycle is a per-step schedule).
     ``first_epoch`` numbers the records (epochs of earlier fits); ``start_epoch`` > 0
     continues a fit restored from a checkpoint. ``save_checkpoint(epochs_done, tracker,
-    records)`` runs after each validated epoch. Returns one :class:`EpochRecord` per epoch run.
+    records)`` runs after each validated epoch. ``batch_augment`` augments each training
+    batch on the device (:meth:`ursa.data.ImageData.batch_augmenter`; None: the loader did).
+    Returns one :class:`EpochRecord` per epoch run.
     """
     options = options or FitOptions()
     tracker = tracker or BestTracker(options.monitor)
@@ -144,6 +147,8 @@ def fit(
         seen = 0
         for step, (images, labels) in enumerate(train_batches):
             images = _to_device(images, device, options.channels_last)  # (B, 3, H, W)
+            if batch_augment is not None:  # the whole batch at once, where it is (the GPU)
+                images = batch_augment(images)
             labels = labels.to(device, non_blocking=True)  # (B,)
             # Gradients add up over `accumulate` batches; between optimizer steps DDP
             # skips its all-reduce (no_sync), as the sum is only needed at the step.
