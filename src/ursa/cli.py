@@ -142,8 +142,9 @@ def predict(
 ) -> None:
     """Predict the class of each image; unreadable files get an error row, not a crash."""
     from ursa.cli_support import expand_images, predict_rows, print_rows, write_csv
+    from ursa.export.bundle import read_bundle
 
-    files = expand_images(images)
+    files = expand_images(images, read_bundle(bundle).config.preprocess.input)
     rows = predict_rows(bundle, files, top_k=top_k, batch_size=batch_size, console=console)
     if out is None:
         print_rows(console, ["file", "label", "probability", f"top {top_k}"], rows)

@@ -18,6 +18,7 @@ from ursa.train.progress import COLUMNS, EpochRecord, format_row
 
 if TYPE_CHECKING:
     from ursa.data.core import ImageData
+    from ursa.data.sources import InputSource
     from ursa.demo import DemoResult
     from ursa.export.deploy import ExportResult
     from ursa.serve.bench import BenchRow
@@ -190,27 +191,29 @@ def find_lr(
     return result, result.plot(plot)
 
 
-def expand_images(arguments: Sequence[str]) -> list[Path]:
-    """Files as given, folders searched recursively for images, glob patterns expanded.
+def expand_images(arguments: Sequence[str], source: InputSource | None = None) -> list[Path]:
+    """Files as given, folders searched recursively for the files ``source`` reads (a
+    bundle's input: images, audio clips, ...; default images), glob patterns expanded.
 
     A file named explicitly is kept even when it is not an image (its row says why).
     """
     import glob
 
-    from ursa.data.imageio import is_image_name
+    from ursa.data.sources import IMAGE_INPUT
 
+    reader = source or IMAGE_INPUT
     files: list[Path] = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p))
+            found = sorted(p for p in path.rglob("*") if p.is_file() and reader.matches(p))
         elif path.exists() or not glob.has_magic(argument):
             found = [path]
         else:
             found = sorted(Path(p) for p in glob.glob(argument, recursive=True))
-            found = [p for p in found if p.is_file() and is_image_name(p)]
+            found = [p for p in found if p.is_file() and reader.matches(p)]
         if not found:
-            raise DataError(f"{argument}: no image files match")
+            raise DataError(f"{argument}: no {reader.kind} files match")
         files += found
     return files
 

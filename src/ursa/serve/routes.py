@@ -120,6 +120,8 @@ class Metadata(BaseModel):
     interpolation: str
     mean: list[float]
     std: list[float]
+    input: dict[str, Any]
+    """What the model reads (kind: image, audio or bytes) and its settings."""
     arch: str
     model_id: str
     model: str
@@ -213,6 +215,14 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def _takes_raw(media: str, kind: str) -> bool:
+    """Raw-body content types a model takes: images (and untyped bytes) always, audio/*
+    for an audio model, anything for a bytes model (every file is its input)."""
+    if media.startswith("image/") or media in RAW_TYPES:
+        return True
+    return kind == "bytes" or (kind == "audio" and media.startswith("audio/"))
+
+
 def _busy() -> HTTPException:
     return HTTPException(
         status_code=503,
@@ -242,13 +252,14 @@ async def predict(request: Request, service: ServiceDep) -> PredictionOut:
         with service.admission.slot():
             if media == "multipart/form-data":
                 data = await (await _files(request, max_files=1))[0].read()
-            elif media.startswith("image/") or media in RAW_TYPES:
+            elif _takes_raw(media, service.predictor.config.preprocess.input.kind):
                 data = await request.body()
             else:
                 raise HTTPException(
                     status_code=415,
                     detail=f"content type {media!r} is not an image: send image bytes "
-                    f"(image/jpeg, image/png, ...) or a multipart form with a file",
+                    f"(image/jpeg, image/png, ...; audio/wav for a sound model) or a "
+                    f"multipart form with a file",
                 )
             return await _predict_one(service, data)
     except Busy:
@@ -305,6 +316,7 @@ async def metadata(service: ServiceDep) -> Metadata:
         interpolation=config.preprocess.interpolation,
         mean=list(config.preprocess.mean),
         std=list(config.preprocess.std),
+        input=config.preprocess.input.to_dict(),
         arch=config.arch,
         model_id=service.model_id,
         model=described["model"],
