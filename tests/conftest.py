@@ -43,6 +43,16 @@ def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.fixture(autouse=True)
+def decode_cache_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Each test's decode cache in a folder of its own, never the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("ursa-cache")
+    monkeypatch.setenv("URSA_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def colour_folder(tmp_path: Path) -> Path:
     """Three colour classes × 12 small PNG images."""

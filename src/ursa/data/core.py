@@ -87,6 +87,9 @@ class DataConfig:
     """Images with more pixels than this are refused (decompression bombs)."""
     input: InputSource = field(default=IMAGE_INPUT)
     """What the files are and how one becomes a picture (images, audio, bytes)."""
+    cache: bool = True
+    """Decode and resize every file once, into an on-disk cache the loaders read from
+    (:mod:`ursa.data.cache`); False decodes every file every epoch."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -113,6 +116,8 @@ class DataConfig:
             problems.append(f"min_scale={self.min_scale}: use a fraction above 0, at most 1")
         if self.num_workers is not None and self.num_workers < 0:
             problems.append(f"num_workers={self.num_workers}: use 0 or more, or None for automatic")
+        if not isinstance(self.cache, bool):
+            problems.append(f"cache={self.cache!r}: use True or False")
         if problems:
             raise ConfigError("invalid data settings:\n  " + "\n  ".join(problems))
 
@@ -138,6 +143,7 @@ class DataSettings(TypedDict, total=False):
     num_workers: int | None
     max_pixels: int
     input: InputSource
+    cache: bool
 
 
 Splitter = Callable[[list[Item]], tuple[list[Item], list[Item]]]
@@ -392,7 +398,11 @@ class ImageData:
 
         ``batch_augment``: the training loader only crops (or resizes); the rest of the
         preset's augmentation is left to :meth:`batch_augmenter` in the training loop.
+
+        With ``config.cache`` every file is decoded and resized here, once (or found
+        in the decode cache, :mod:`ursa.data.cache`); the loaders then read pixels only.
         """
+        from ursa.data.cache import cache_dataset, stored_form
         from ursa.data.loaders import ImageDataset, default_num_workers, make_loader
         from ursa.data.transforms import ValidationTransform, train_decode_size, train_transform
 
@@ -412,6 +422,12 @@ class ImageData:
             source=source,
             max_pixels=max_pixels,
             min_size=train_decode_size(preprocess, self.config.min_scale),
+            prepare=stored_form(
+                preprocess,
+                training=True,
+                augment=self.config.augment,
+                min_scale=self.config.min_scale,
+            ),
         )
         valid_set = ImageDataset(
             self.valid_items,
@@ -420,7 +436,11 @@ class ImageData:
             source=source,
             max_pixels=max_pixels,
             min_size=decode_size(preprocess),
+            prepare=stored_form(preprocess, training=False),
         )
+        if self.config.cache:
+            train_set.cache = cache_dataset(train_set, name=f"{self.root} train")
+            valid_set.cache = cache_dataset(valid_set, name=f"{self.root} valid")
         batch = self.config.batch_size
         seed = self.config.seed
         return (

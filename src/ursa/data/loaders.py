@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ursa.data.cache import DecodeCache
 from ursa.data.imageio import MAX_PIXELS
 from ursa.data.items import Item
 from ursa.data.sources import IMAGE_INPUT, InputSource
@@ -17,7 +18,11 @@ from ursa.data.sources import IMAGE_INPUT, InputSource
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     """Items → (image tensor (3, H, W), class index); files are opened by ``source``
     (images with the safe opener, audio as spectrograms, ...), at a reduced scale
-    down to ``min_size`` pixels a side when given (see ``InputSource.open``)."""
+    down to ``min_size`` pixels a side when given (see ``InputSource.open``).
+
+    ``prepare`` (e.g. a :class:`~ursa.data.cache.StoredForm`) runs on each opened
+    image before ``transform``; with a :attr:`cache` (see :mod:`ursa.data.cache`),
+    its result is read from the cache instead of opening the file."""
 
     def __init__(
         self,
@@ -28,6 +33,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         source: InputSource = IMAGE_INPUT,
         max_pixels: int = MAX_PIXELS,
         min_size: int | None = None,
+        prepare: Callable[[Image.Image], Image.Image] | None = None,
     ) -> None:
         self.items = list(items)
         self.class_to_index = {name: i for i, name in enumerate(class_names)}
@@ -35,14 +41,22 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         self.source = source
         self.max_pixels = max_pixels
         self.min_size = min_size
+        self.prepare = prepare
+        self.cache: DecodeCache | None = None
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        item = self.items[index]
-        image = self.source.open(item.path, max_pixels=self.max_pixels, min_size=self.min_size)
-        return self.transform(image), self.class_to_index[item.label]
+        image = self.cache.image(index) if self.cache is not None else self.decode(index)
+        return self.transform(image), self.class_to_index[self.items[index].label]
+
+    def decode(self, index: int) -> Image.Image:
+        """Item ``index`` opened and prepared: what the decode cache holds for it."""
+        image = self.source.open(
+            self.items[index].path, max_pixels=self.max_pixels, min_size=self.min_size
+        )
+        return image if self.prepare is None else self.prepare(image)
 
 
 def default_num_workers() -> int:
