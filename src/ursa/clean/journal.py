@@ -393,6 +393,19 @@ class Journal:
                 counts[row["action"]] = row["n"]
         return Summary(counts["relabel"], counts["delete"], counts["keep"], undone)
 
+    def decisions(self, image_id: int | None = None) -> dict[int, Action]:
+        """``{image id: its latest decision in effect}`` (relabel, delete or keep)."""
+        sql = (
+            "SELECT image_id, action FROM clean_journal WHERE state = 'done' AND action != 'undo' "
+            "AND undone_by IS NULL"
+        )
+        rows = (
+            self._query(sql + " ORDER BY id")
+            if image_id is None
+            else self._query(sql + " AND image_id = ? ORDER BY id", (image_id,))
+        )
+        return {row["image_id"]: row["action"] for row in rows}
+
     def undoable(self) -> list[Entry]:
         """Decisions in effect, newest first: what ``--undo-all`` reverts, in that order."""
         rows = self._query(

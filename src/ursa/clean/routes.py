@@ -80,6 +80,8 @@ class ImageOut(BaseModel):
     label_probability: float | None
     loss: float | None
     problem: str
+    decision: str
+    """The latest decision in effect: relabel, delete, keep, or empty."""
     thumbnail: str
 
 
@@ -142,7 +144,8 @@ def _image_out(view: ImageView) -> ImageOut:
         id=image.id, version=image.version, name=image.name, label=image.label,
         split=view.split, state=image.state, reviewed=image.reviewed, predicted=view.predicted,
         probability=view.probability, label_probability=view.label_probability, loss=view.loss,
-        problem=view.problem, thumbnail=f"/api/images/{image.id}/thumbnail?v={image.sha256[:16]}",
+        problem=view.problem, decision=view.decision,
+        thumbnail=f"/api/images/{image.id}/thumbnail?v={image.sha256[:16]}",
     )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +53,8 @@ class ImageView:
     """Cross-entropy of the current label: high means the model disagrees."""
     problem: str
     """Why the image could not be predicted (empty when it was)."""
+    decision: str = ""
+    """The latest decision in effect on it: relabel, delete, keep, or empty."""
 
     @property
     def sort_key(self) -> tuple[float, int]:
@@ -110,7 +112,7 @@ class CleanSession:
             journal.sync()
             images = journal.images()
             _check_classes(journal, images, class_names)
-            splits, problems = _splits(journal, images, model.config.training, model)
+            splits, problems = _splits(journal, images, model)
             model_id = _model_id(Path(bundle), type(model).__name__)
             cached = journal.cached_probabilities(model_id)
             missing = {i.sha256: journal.root / i.path for i in images}
@@ -136,17 +138,22 @@ class CleanSession:
     def close(self) -> None:
         self.journal.close()
 
-    def view(self, image: CleanImage) -> ImageView:
+    def view(self, image: CleanImage, decisions: Mapping[int, str] | None = None) -> ImageView:
+        """The page's view of ``image``; ``decisions`` (from :meth:`Journal.decisions`) saves
+        a query per image when viewing many."""
+        if decisions is None:
+            decisions = self.journal.decisions(image.id)
+        decision = decisions.get(image.id, "")
         split = self.splits.get(image.id, "")
         probabilities = self.probabilities.get(image.sha256)
         if probabilities is None or len(probabilities) != len(self.class_names):
             problem = self.problems.get(image.sha256, "not predicted: restart ursa clean")
-            return ImageView(image, split, None, None, None, None, problem)
+            return ImageView(image, split, None, None, None, None, problem, decision)
         top = int(probabilities.argmax())
         own = float(probabilities[self.class_names.index(image.label)])
         return ImageView(
             image, split, self.class_names[top], float(probabilities[top]), own,
-            -math.log(max(own, 1e-12)), "",
+            -math.log(max(own, 1e-12)), "", decision,
         )  # fmt: skip
 
     def listing(
@@ -159,8 +166,9 @@ class CleanSession:
                             f"{', '.join(self.class_names)}")  # fmt: skip
         if split not in SPLITS:
             raise DataError(f"split {split!r}: use all, train or valid")
+        decisions = self.journal.decisions()
         views = [
-            self.view(image)
+            self.view(image, decisions)
             for image in self.journal.images(states=(state,))
             if label in ("all", image.label)
             and split in ("all", self.splits.get(image.id, ""))
@@ -191,22 +199,21 @@ def _check_classes(journal: Journal, images: list[CleanImage], class_names: list
 
 
 def _splits(
-    journal: Journal, images: list[CleanImage], training: dict[str, object], model: BundleModel
+    journal: Journal, images: list[CleanImage], model: BundleModel
 ) -> tuple[dict[int, str], dict[str, str]]:
-    """Split the folder as training did (the bundle's valid_pct and seed); ``({id: split},
-    {sha256: why unreadable})``."""
+    """Split the folder as the bundle's training did (its recorded labelling, valid_pct and
+    seed); ``({id: split}, {sha256: why unreadable})``."""
     from ursa.data.core import ImageData
+    from ursa.data.labels import DataSpec
 
-    valid_pct = training.get("valid_pct", 0.2)
-    seed = training.get("seed", 42)
-    data = ImageData.from_folder(
-        journal.root,
-        valid_pct=float(valid_pct) if isinstance(valid_pct, int | float) else 0.2,
-        seed=int(seed) if isinstance(seed, int) else 42,
-        size=model.config.preprocess.size,
-        resize=model.config.preprocess.resize,
-        max_pixels=model.max_pixels,
-    )
+    recorded = model.config.training.get("data")
+    spec = DataSpec.from_dict(recorded)
+    if spec.labels != "folder":
+        raise DataError(
+            f"{model.bundle.path} was trained with labels from a {spec.labels}, but ursa clean "
+            f"relabels by moving files between class folders: it cleans folder-labelled data only"
+        )
+    data = ImageData.from_spec(spec, journal.root, **model.config.data_settings())
     by_path = {image.path: image for image in images}
     splits: dict[int, str] = {}
     for items, name in ((data.train_items, "train"), (data.valid_items, "valid")):
@@ -216,9 +223,11 @@ def _splits(
                 splits[image.id] = name
     problems: dict[str, str] = {}
     for error in data.skipped:
-        relative = Path(error.source).resolve().relative_to(journal.root).as_posix()
-        if relative in by_path:
-            problems[by_path[relative].sha256] = f"not a readable image: {error.reason}"
+        path = Path(error.source).resolve()
+        if journal.root in path.parents:
+            image = by_path.get(path.relative_to(journal.root).as_posix())
+            if image is not None:
+                problems[image.sha256] = f"not a readable image: {error.reason}"
     return splits, problems
 
 

@@ -82,8 +82,8 @@
 
   function decisionOf(image) {
     if (image.state === "deleted") return ["deleted", "deleted"];
-    if (image.lastAction === "relabel") return ["relabeled", `moved to ${image.label}`];
-    if (image.lastAction === "keep") return ["kept", "kept"];
+    if (image.decision === "relabel") return ["relabeled", `moved to ${image.label}`];
+    if (image.decision === "keep") return ["kept", "kept"];
     if (image.lastAction === "undo") return ["", "undone"];
     return image.reviewed ? ["kept", "reviewed"] : ["", ""];
   }
