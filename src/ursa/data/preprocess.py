@@ -113,11 +113,11 @@ def resize_image(
     if method == "squish":
         return image.resize((size, size), resample)
     if method == "crop":
-        scale = size / min(width, height)
-        new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-        resized = image.resize((new_w, new_h), resample)
-        left, top = (new_w - size) // 2, (new_h - size) // 2
-        return resized.crop((left, top, left + size, top + size))
+        # Resample only the centre square of the source: scaling the whole image first
+        # would turn a 1 × 50,000 pixel file into a size × 50,000·size intermediate.
+        side = min(width, height)
+        left, top = (width - side) / 2, (height - side) / 2
+        return image.resize((size, size), resample, box=(left, top, left + side, top + side))
     if method == "pad":
         scale = size / max(width, height)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
