@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from ursa.cli_data_options import DataOptions, data_options
 from ursa.errors import UrsaError
 from ursa.version import __version__
 
@@ -57,11 +58,13 @@ def _main(
 
 @app.command()
 @user_errors
+@data_options()
 def train(
     path: Annotated[
-        Path, typer.Argument(help="One folder per class, or train/ and valid/ folders.")
+        Path, typer.Argument(help="Data folder: a folder per class, unless --pattern/--csv.")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Bundle to write (.ursa).")],
+    options: DataOptions,
     epochs: Annotated[int, typer.Option(help="Unfrozen epochs (after the frozen ones).")] = 3,
     freeze_epochs: Annotated[int, typer.Option(help="Epochs training only the new head.")] = 1,
     lr: Annotated[
@@ -70,11 +73,7 @@ def train(
     arch: Annotated[
         str, typer.Option(help="efficientnet_lite0/1/2 or a timm name.")
     ] = "efficientnet_lite0",
-    size: Annotated[int, typer.Option(help="Input side in pixels.")] = 224,
-    resize: Annotated[str, typer.Option(help="crop, pad or squish.")] = "crop",
     augment: Annotated[str, typer.Option(help="default, no_flip or none.")] = "default",
-    valid_pct: Annotated[float, typer.Option(help="Validation fraction (random split).")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed for split, shuffling and head init.")] = 42,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
     workers: Annotated[
         int | None, typer.Option(help="Loader processes (default: automatic).")
@@ -119,10 +118,10 @@ def train(
         balance=balance, precision=precision, history_plot=history_plot, train_bn=train_bn,
     )  # fmt: skip
     _, learner = train_folder(
-        path, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, arch=arch, size=size,
-        resize=resize, augment=augment, valid_pct=valid_pct, seed=seed, batch_size=batch_size,
-        workers=workers, pretrained=pretrained, weights=weights, logger=RichLogger(console),
-        on_data=lambda d: print_skipped(console, d), extras=extras,
+        path, options, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, arch=arch,
+        augment=augment, batch_size=batch_size, workers=workers, pretrained=pretrained,
+        weights=weights, logger=RichLogger(console), on_data=lambda d: print_skipped(console, d),
+        extras=extras,
     )  # fmt: skip
     bundle = learner.export(output)
     if learner.is_main:  # under `accelerate launch`, one process reports
@@ -189,6 +188,9 @@ _register_train(app)
 from ursa.cli_clean import register as _register_clean  # noqa: E402
 
 _register_clean(app)
+from ursa.cli_show import register as _register_show  # noqa: E402
+
+_register_show(app)
 # stage commands: end
 
 

@@ -7,10 +7,14 @@ from typing import Annotated
 
 import typer
 
+from ursa.cli_data_options import DataOptions, data_options
 
+
+@data_options(as_trained=True)
 def interpret(
     bundle: Annotated[Path, typer.Argument(help="A .ursa bundle.")],
     data: Annotated[Path, typer.Argument(help="The dataset folder (split as in training).")],
+    options: DataOptions,
     split: Annotated[str, typer.Option(help="valid, train or all.")] = "valid",
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the files.")] = Path(
         "report"
@@ -25,10 +29,14 @@ def interpret(
     """Confusion matrix, most confused, top losses with heat maps, per-class metrics and a
     self-contained report.html (the model card) for BUNDLE on DATA."""
     from ursa.cli import console
+    from ursa.export.bundle import read_bundle
+    from ursa.export.model import Model
     from ursa.interpret.interpretation import Interpretation
     from ursa.interpret.report import add_card_to_bundle
 
-    interp = Interpretation.from_bundle(bundle, data, split, batch_size=batch_size)
+    model = Model(read_bundle(bundle))
+    images = options.load_as_trained(data, model.config)  # flags given override the bundle's
+    interp = Interpretation.from_bundle(model, images, split, batch_size=batch_size)
     files = interp.save(output, k=top_k, heatmap=heatmap)
     if write_card:
         add_card_to_bundle(bundle, files["report.html"].read_text(encoding="utf-8"))

@@ -17,6 +17,7 @@ from ursa.errors import ConfigError, DataError, UrsaError
 from ursa.train.progress import COLUMNS, EpochRecord, format_row
 
 if TYPE_CHECKING:
+    from ursa.cli_data_options import DataOptions
     from ursa.data.core import ImageData
     from ursa.data.sources import InputSource
     from ursa.demo import DemoResult
@@ -68,7 +69,7 @@ class RichLogger:
 
 def print_skipped(console: Console, data: ImageData) -> None:
     """Summarise the data, then list the files it skipped, each with its reason."""
-    console.print(data.summary(), highlight=False)
+    console.print(data.summary(), highlight=False, soft_wrap=True)
     skipped = data.skipped
     if not skipped:
         return
@@ -110,16 +111,13 @@ def parse_lr(lr: str) -> float | None:
 
 def train_folder(
     path: Path,
+    options: DataOptions,
     *,
     epochs: int,
     freeze_epochs: int,
     lr: str | float,
     arch: str,
-    size: int,
-    resize: str,
     augment: str,
-    valid_pct: float,
-    seed: int,
     batch_size: int,
     workers: int | None,
     pretrained: bool,
@@ -128,12 +126,12 @@ def train_folder(
     on_data: Callable[[ImageData], object],
     extras: TrainExtras | None = None,
 ) -> tuple[ImageData, Learner]:
-    """Load ``path``, fine-tune ``arch`` on it, return (data, learner).
+    """Load ``path`` as the data ``options`` say, fine-tune ``arch`` on it, return
+    (data, learner).
 
     ``lr="auto"`` runs the learning-rate finder (frozen body, as fine_tune starts) and
     uses its suggestion; when resuming, the rate of the interrupted run is reused.
     """
-    from ursa.data.core import ImageData
     from ursa.train.distributed import is_main_process
     from ursa.train.learner import Learner
 
@@ -141,10 +139,8 @@ def train_folder(
     if extras.balance not in ("none", "weights", "sampler"):
         raise ConfigError(f"--balance {extras.balance}: use none, weights or sampler")
     base_lr = parse_lr(lr) if isinstance(lr, str) else lr
-    data = ImageData.from_folder(
-        path, valid_pct=valid_pct, seed=seed, size=size, resize=resize,  # type: ignore[arg-type]
-        batch_size=batch_size, augment=augment, num_workers=workers,
-    )  # fmt: skip
+    data = options.load(path, batch_size=batch_size, augment=augment, num_workers=workers)
+    seed = options.seed_or_default
     if is_main_process():
         on_data(data)
     learner = Learner(
@@ -173,18 +169,18 @@ def train_folder(
 
 
 def find_lr(
-    path: Path, *, arch: str, size: int, batch_size: int, seed: int, pretrained: bool,
+    path: Path, options: DataOptions, *, arch: str, batch_size: int, pretrained: bool,
     weights: Path | None, plot: Path, unfrozen: bool,
 ) -> tuple[LRFindResult, Path]:  # fmt: skip
     """The learning-rate finder on ``path`` (frozen body unless ``unfrozen``), plot written."""
-    from ursa.data.core import ImageData
     from ursa.train.learner import Learner
     from ursa.train.progress import SilentLogger
 
-    data = ImageData.from_folder(path, size=size, batch_size=batch_size, seed=seed)
+    data = options.load(path, batch_size=batch_size)
     learner = Learner(
-        data, arch=arch, pretrained=pretrained, weights=weights, seed=seed, logger=SilentLogger()
-    )
+        data, arch=arch, pretrained=pretrained, weights=weights, seed=options.seed_or_default,
+        logger=SilentLogger(),
+    )  # fmt: skip
     if not unfrozen:
         learner.freeze()
     result = learner.lr_find()

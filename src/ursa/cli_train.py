@@ -8,19 +8,20 @@ from typing import Annotated
 import typer
 
 from ursa.cli import console, user_errors
+from ursa.cli_data_options import DataOptions, data_options
 
 
+@data_options()
 def lr_find(
-    path: Annotated[Path, typer.Argument(help="One folder per class, or train/ and valid/.")],
+    path: Annotated[Path, typer.Argument(help="Data folder: a folder per class, unless --csv.")],
+    options: DataOptions,
     plot: Annotated[Path, typer.Option(help="Where to write the loss-vs-rate PNG.")] = Path(
         "lr_find.png"
     ),
     arch: Annotated[str, typer.Option(help="efficientnet_lite0/1/2 or a timm name.")] = (
         "efficientnet_lite0"
     ),
-    size: Annotated[int, typer.Option(help="Input side in pixels.")] = 224,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    seed: Annotated[int, typer.Option(help="Seed for split, shuffling and head init.")] = 42,
     pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights.")] = True,
     weights: Annotated[Path | None, typer.Option(help="Local pretrained weights file.")] = None,
     unfrozen: Annotated[bool, typer.Option(help="Sweep with every layer trainable.")] = False,
@@ -29,8 +30,8 @@ def lr_find(
     from ursa.cli_support import find_lr
 
     result, written = find_lr(
-        path, arch=arch, size=size, batch_size=batch_size, seed=seed, pretrained=pretrained,
-        weights=weights, plot=plot, unfrozen=unfrozen,
+        path, options, arch=arch, batch_size=batch_size, pretrained=pretrained, weights=weights,
+        plot=plot, unfrozen=unfrozen,
     )  # fmt: skip
     console.print(f"suggested learning rate (valley): {result.suggestion:.2e}", highlight=False)
     console.print(
