@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CLASS_COLOURS, colour_image
+from tests.conftest import CLASS_COLOURS, colour_image, make_class_folder
 from ursa.data.core import ImageData
 from ursa.data.items import Item
 from ursa.data.labels import DataSpec, compile_label_pattern, items_from_table, label_from_name
@@ -273,3 +273,19 @@ def test_spec_checks_its_fields() -> None:
         DataSpec.from_dict({"labels": "xml"})
     with pytest.raises(ConfigError, match="unknown labelling settings: colour"):
         DataSpec.from_dict({"colour": "red"})
+
+
+def test_folder_labels_with_a_valid_list(tmp_path: Path) -> None:
+    make_class_folder(tmp_path / "c", per_class=4)
+    data = ImageData.from_folder(tmp_path / "c", valid_list=["red/01.png", "blue/02.png"])
+    assert [(i.label, i.path.name) for i in data.valid_items] == [
+        ("blue", "02.png"),
+        ("red", "01.png"),
+    ]
+    assert data.spec == DataSpec(split="list", valid_list=["red/01.png", "blue/02.png"])
+    again = ImageData.from_spec(data.spec.to_dict(), tmp_path / "c")
+    assert again.valid_items == data.valid_items
+    make_class_folder(tmp_path / "s" / "train", per_class=2)
+    make_class_folder(tmp_path / "s" / "valid", per_class=1)
+    with pytest.raises(ConfigError, match="has train/ and valid/ folders, which are its split"):
+        ImageData.from_folder(tmp_path / "s", valid_list=["red/00.png"])

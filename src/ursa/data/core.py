@@ -170,9 +170,16 @@ class ImageData:
     """How the labels and the split were made (recorded in bundles; see :meth:`from_spec`)."""
 
     @classmethod
-    def from_folder(cls, path: str | Path, **settings: Unpack[DataSettings]) -> ImageData:
+    def from_folder(
+        cls,
+        path: str | Path,
+        *,
+        valid_list: str | Path | Sequence[str] | None = None,
+        **settings: Unpack[DataSettings],
+    ) -> ImageData:
         """Labels from folder names: ``path/<class>/*.jpg``, or ``path/train/<class>/`` and
         ``path/valid/<class>/`` for a split made beforehand (then ``valid_pct`` is unused).
+        ``valid_list`` (a text file of names, or a list of them) picks the validation files.
 
         Every file is decoded once here; files that are not readable are skipped
         and listed in :attr:`skipped` (and logged), never fatal.
@@ -182,7 +189,15 @@ class ImageData:
         split = find_split_folders(root)
         if split is None:
             items = items_from_class_folders(root, config.input)
+            if valid_list is not None:
+                spec = DataSpec()
+                return cls._split_items(root, items, config, spec, valid_list=valid_list)
             return cls.from_items(root, items, config)
+        if valid_list is not None:
+            raise ConfigError(
+                f"{root} has train/ and valid/ folders, which are its split: drop the validation "
+                f"list (valid_list=, --valid-list) or merge the folders"
+            )
         train_dir, valid_dir = split
         items = items_from_class_folders(train_dir, config.input) + items_from_class_folders(
             valid_dir, config.input
@@ -286,11 +301,7 @@ class ImageData:
                 path_col=spec.path_col, split_col=spec.split_col, delimiter=spec.delimiter,
                 valid_list=valid_list, **settings,
             )  # fmt: skip
-        if valid_list is not None:
-            config = DataConfig(**settings)
-            items = items_from_class_folders(root, config.input)
-            return cls._split_items(root, items, config, spec, valid_list=valid_list, folders=False)
-        return cls.from_folder(root, **settings)
+        return cls.from_folder(root, valid_list=valid_list, **settings)
 
     @classmethod
     def _split_items(
