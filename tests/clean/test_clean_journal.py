@@ -183,3 +183,16 @@ def test_a_crash_before_the_move_is_rolled_back_on_restart(folder: Path) -> None
         assert journal.image(entry.image_id).label == "red"
     assert (folder / "red/00.png").is_file() and not (folder / "blue/00-1.png").exists()
     assert_journal_matches_disk(folder)
+
+
+def test_the_interpretation_report_counts_what_was_cleaned(folder: Path) -> None:
+    from ursa.interpret.report import source_summary
+
+    with Journal(folder) as journal:
+        journal.sync()
+        ids = by_path(journal)
+        journal.relabel(ids["red/00.png"], "blue")
+        journal.delete(ids["green/01.png"])
+        journal.keep(ids["green/02.png"])
+    sources = source_summary(ImageData.from_folder(folder, valid_pct=0.25, size=32))
+    assert sources is not None and (sources.relabeled, sources.deleted) == (1, 1)

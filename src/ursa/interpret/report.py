@@ -67,6 +67,10 @@ class Sources:
     providers: list[tuple[str, int]]
     credits: list[ImageRecord] = field(default_factory=list)
     """Rows with a source or a creator, for attribution."""
+    relabeled: int = 0
+    """Images the manifest records as relabeled (``ursa clean``)."""
+    deleted: int = 0
+    """Images the manifest records as deleted (``ursa clean``'s quarantine, or by hand)."""
 
 
 def relative_path(item: Item, root: Path) -> str:
@@ -96,6 +100,8 @@ def source_summary(data: ImageData) -> Sources | None:
         licences=Counter(r.license or "unknown" for r in found).most_common(),
         providers=Counter(r.provider or "added by hand" for r in found).most_common(),
         credits=[r for r in found if r.source_url or r.creator],
+        relabeled=sum(r.status == "relabeled" for r in rows.values()),
+        deleted=sum(r.status == "deleted" for r in rows.values()),
     )
 
 
@@ -340,6 +346,11 @@ def _data_section(interp: Interpretation, sources: Sources | None) -> str:
         parts.append(
             f"<p>{sources.recorded} images recorded in the manifest, {sources.unrecorded} not.</p>"
         )
+        if sources.relabeled or sources.deleted:
+            parts.append(
+                f"<p>Cleaned: {sources.relabeled} images relabeled and {sources.deleted} deleted "
+                f"(<code>ursa clean DATA --history</code> lists each decision).</p>"
+            )
         parts.append(_table(["licence", "images"], sources.licences, {1}))
         parts.append(_table(["provider", "images"], sources.providers, {1}))
         if sources.credits:
