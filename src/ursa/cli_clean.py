@@ -60,10 +60,16 @@ def journal_command(
 ) -> None:
     """``--undo N`` (repeatable), ``--undo-all``, then ``--history``: no model needed."""
     from ursa.clean.journal import Journal
+    from ursa.data.manifest import MANIFEST_NAME
 
     if data.suffix == ".ursa" and data.is_file():
         raise DataError(f"{data} is a bundle: give the dataset folder, e.g. `ursa clean DATA "
                         f"--history`")  # fmt: skip
+    if data.is_dir() and not (data / MANIFEST_NAME).is_file():
+        if undo or undo_all:
+            raise DataError(f"{data} has no {MANIFEST_NAME}: nothing was ever decided there")
+        console.print(f"no decisions yet: {data} has no {MANIFEST_NAME}")
+        return
     with Journal(data) as journal:
         for entry in journal.recover():
             console.print(f"settled #{entry.id} left by a crash: {entry.state}", soft_wrap=True)
@@ -96,22 +102,24 @@ def serve_page(
     console: Console, bundle: Path, data: Path, *, host: str, port: int, open_browser: bool
 ) -> None:
     """Open the session (errors surface here, before the server starts), then serve."""
-    from ursa.clean.app import run
+    from ursa.clean.app import check_port, has_display, page_url, run
     from ursa.clean.session import CleanSession
     from ursa.clean.settings import CleanSettings
 
     settings = CleanSettings(bundle=bundle, data=data, host=host, port=port)
+    check_port(settings)
     session = CleanSession.open(
         bundle, data, fault=settings.fault, thumbnail_px=settings.thumbnail_px,
         progress=lambda line: console.print(line, highlight=False),
     )  # fmt: skip
     summary = session.journal.summary().line()
     console.print(f"journal of {data}: {summary}", highlight=False, soft_wrap=True)
-    shown = f"[{host}]" if ":" in host else host
     console.print(
-        f"cleaning {data} with {bundle} on http://{shown}:{port}/ (Ctrl-C to stop)",
+        f"cleaning {data} with {bundle} on {page_url(settings)} (Ctrl-C to stop)",
         highlight=False, soft_wrap=True,
     )  # fmt: skip
+    if open_browser and not has_display():
+        console.print("no graphical browser here: open that address in one", highlight=False)
     run(settings, session, open_browser=open_browser)
 
 

@@ -4,6 +4,7 @@ that leaves the folder exactly as it was."""
 from __future__ import annotations
 
 import math
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,3 +170,14 @@ def test_a_restart_uses_cached_predictions(
     session = CleanSession.open(tiny_bundle[0], dataset, progress=lines.append)
     session.close()
     assert lines == ["90 images; predicting 0 (the rest are cached)"]
+
+
+def test_a_class_the_model_does_not_know_is_refused_at_start(
+    tiny_bundle: tuple[Path, Path], dataset: Path
+) -> None:
+    from ursa.clean.session import CleanSession
+    from ursa.errors import DataError
+
+    shutil.copytree(dataset / "red", dataset / "purple")
+    with pytest.raises(DataError, match="classes the model does not know: purple"):
+        CleanSession.open(tiny_bundle[0], dataset)

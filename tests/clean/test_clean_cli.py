@@ -66,3 +66,25 @@ def test_user_errors_say_what_to_do(
     result = runner.invoke(app, ["clean", *(a.format(folder=folder) for a in arguments)])
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_history_of_a_folder_never_cleaned_writes_nothing(tmp_path: Path) -> None:
+    folder = make_class_folder(tmp_path / "fresh", per_class=1)
+    result = runner.invoke(app, ["clean", str(folder), "--history"])
+    assert result.exit_code == 0 and "no decisions yet" in result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["blue", "green", "red"]
+
+
+def test_a_port_in_use_is_a_clear_error(decided: tuple[Path, dict[str, str]]) -> None:
+    import socket
+
+    folder, _ = decided
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(
+            app, ["clean", str(folder / "m.ursa"), str(folder), "--port", port, "--no-browser"]
+        )
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output and "--port" in result.output

@@ -7,7 +7,11 @@ Run it with ``ursa clean m.ursa DATA``, or with any ASGI server::
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
+import sqlite3
+import sys
 import threading
 import webbrowser
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -100,19 +104,49 @@ def _error_answers(app: FastAPI) -> None:
     app.add_exception_handler(ImageError, answer(422))
     app.add_exception_handler(UrsaError, answer(400))
 
+    async def busy(request: Request, error: Exception) -> Response:
+        return JSONResponse(
+            {"detail": f"the dataset's ursa.sqlite is busy ({error}); try again in a moment"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    app.add_exception_handler(sqlite3.OperationalError, busy)
+
+
+def page_url(settings: CleanSettings) -> str:
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}/"
+
+
+def check_port(settings: CleanSettings) -> None:
+    """Fail with a message to act on, before anything starts, when the port is taken."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as error:
+            raise UrsaError(
+                f"cannot listen on {settings.host}:{settings.port} ({error.strerror}); is another "
+                f"ursa clean running there? Pass --port with a free port"
+            ) from None
+
+
+def has_display() -> bool:
+    """A graphical browser can open (a text-mode one would take over the terminal)."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
 
 def run(settings: CleanSettings, session: CleanSession, *, open_browser: bool) -> None:
     """Serve until interrupted; open the page in a browser first when asked and there is one."""
     import uvicorn
 
-    if open_browser:
-        url = f"http://{_url_host(settings.host)}:{settings.port}/"
-        threading.Timer(1.0, webbrowser.open, [url]).start()
+    if open_browser and has_display():
+        threading.Timer(1.0, webbrowser.open, [page_url(settings)]).start()
     app = create_app(settings, session)
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="warning")
-
-
-def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", "::", ""):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
