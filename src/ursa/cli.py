@@ -73,7 +73,10 @@ def train(
     arch: Annotated[
         str, typer.Option(help="efficientnet_lite0/1/2 or a timm name.")
     ] = "efficientnet_lite0",
-    augment: Annotated[str, typer.Option(help="default, no_flip or none.")] = "default",
+    augment: Annotated[
+        str | None,
+        typer.Option(help="default, no_flip or none (default: none for audio and bytes)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
     workers: Annotated[
         int | None, typer.Option(help="Loader processes (default: automatic).")

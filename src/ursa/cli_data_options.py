@@ -121,6 +121,12 @@ class DataOptions:
         recorded = settings.get("input")
         if self.input is not None and (recorded is None or recorded.kind != self.input):
             settings["input"] = source_from_dict({"kind": self.input})
+        source = settings.get("input")
+        if source is not None and source.kind != "image":
+            # As ImageData.from_audio_folder / from_bytes_folder: a crop would cut time and
+            # frequency, a flip would play a clip backwards.
+            settings.setdefault("resize", "squish")
+            settings.setdefault("augment", "none")
         return settings  # type: ignore[return-value]
 
     def load(
@@ -169,7 +175,8 @@ _FLAGS = (
     _Flag("stratify", bool, True, "Hold out the same fraction of every class.",
           decls=("--stratify/--no-stratify",)),
     _Flag("size", int, 224, "Input side in pixels.", "Input"),
-    _Flag("resize", str, "crop", "crop, pad or squish.", "Input"),
+    _Flag("resize", str, None, "crop, pad or squish. Default: crop for images, squish for "
+          "audio and bytes.", "Input"),
     _Flag("pad_mode", str, "zeros", "How --resize pad fills the margin: zeros, border or "
           "reflection.", "Input"),
     _Flag("input", str, "image", "What the files are: image, audio (clips drawn as "

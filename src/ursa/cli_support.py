@@ -18,7 +18,7 @@ from ursa.train.progress import COLUMNS, EpochRecord, format_row
 
 if TYPE_CHECKING:
     from ursa.cli_data_options import DataOptions
-    from ursa.data.core import ImageData
+    from ursa.data.core import DataSettings, ImageData
     from ursa.data.sources import InputSource
     from ursa.demo import DemoResult
     from ursa.export.deploy import ExportResult
@@ -117,7 +117,7 @@ def train_folder(
     freeze_epochs: int,
     lr: str | float,
     arch: str,
-    augment: str,
+    augment: str | None,
     batch_size: int,
     workers: int | None,
     pretrained: bool,
@@ -139,7 +139,10 @@ def train_folder(
     if extras.balance not in ("none", "weights", "sampler"):
         raise ConfigError(f"--balance {extras.balance}: use none, weights or sampler")
     base_lr = parse_lr(lr) if isinstance(lr, str) else lr
-    data = options.load(path, batch_size=batch_size, augment=augment, num_workers=workers)
+    base: DataSettings = {"batch_size": batch_size, "num_workers": workers}
+    if augment is not None:
+        base["augment"] = augment
+    data = options.load(path, **base)
     seed = options.seed_or_default
     if is_main_process():
         on_data(data)

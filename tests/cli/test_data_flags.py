@@ -36,9 +36,8 @@ def test_every_command_that_reads_data_takes_the_same_flags() -> None:
     interpret = {p.name: p.default for p in group.commands["interpret"].params}
     assert all(interpret[name] is None for name in FLAGS)
     train = {p.name: p.default for p in group.commands["train"].params}
-    assert (train["size"], train["valid_pct"], train["seed"], train["resize"]) == (
-        224, 0.2, 42, "crop"
-    )  # fmt: skip
+    assert (train["size"], train["valid_pct"], train["seed"]) == (224, 0.2, 42)
+    assert train["resize"] is None  # crop for images, squish for audio and bytes
 
 
 def test_labelling_is_inferred_from_the_flags_given() -> None:
