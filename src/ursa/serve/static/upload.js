@@ -12,6 +12,20 @@ const timing = document.getElementById("timing");
 
 ursa.showModel(document.getElementById("model"));
 
+// A model of sound clips or of raw files takes those instead of images.
+const KINDS = {
+  audio: ["audio/*", "Drop a sound clip here, or click to choose one", "WAV, FLAC or OGG"],
+  bytes: ["", "Drop any file here, or click to choose one", "its bytes are drawn as a picture"],
+};
+ursa.metadata().then((meta) => {
+  const kind = KINDS[meta.input && meta.input.kind];
+  if (!kind) return;
+  input.accept = kind[0];
+  document.getElementById("drop-title").textContent = kind[1];
+  document.getElementById("drop-hint").textContent = `${kind[2]}; it is sent to this server only`;
+  preview.hidden = true;
+}).catch(() => {});  // the model line already reports an unreachable server
+
 async function classify(file) {
   if (!file) return;
   statusLine.className = "muted";
