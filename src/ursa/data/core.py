@@ -207,6 +207,76 @@ class ImageData:
         )
 
     @classmethod
+    def from_audio_folder(
+        cls,
+        path: str | Path,
+        *,
+        sample_rate: int = 16_000,
+        duration: float = 1.0,
+        n_mels: int = 64,
+        n_fft: int = 512,
+        hop_length: int = 160,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        top_db: float = 80.0,
+        max_seconds: float = 600.0,
+        **settings: Unpack[DataSettings],
+    ) -> ImageData:
+        """Sound clips as pictures: ``path/<class>/*.wav`` (FLAC, OGG, AIFF too), or
+        ``train/`` and ``valid/`` folders, each clip drawn as a log-mel spectrogram
+        (:class:`~ursa.data.audio.AudioInput` documents the audio settings).
+
+        Two defaults differ from :meth:`from_folder`: ``resize="squish"`` (rows are
+        frequencies and columns time: a crop would drop some of both) and
+        ``augment="none"`` (a flip plays the clip backwards, a rotation mixes time with
+        frequency). Needs ``soundfile`` (``pip install "ursa[audio]"``).
+        """
+        from ursa.data.audio import AudioInput
+
+        if "input" in settings:
+            raise ConfigError("from_audio_folder makes the input from its own settings: drop input")
+        settings["input"] = AudioInput(
+            sample_rate=sample_rate, duration=duration, n_mels=n_mels, n_fft=n_fft,
+            hop_length=hop_length, f_min=f_min, f_max=f_max, top_db=top_db, max_seconds=max_seconds,
+        )  # fmt: skip
+        settings.setdefault("resize", "squish")
+        settings.setdefault("augment", "none")
+        return cls.from_folder(path, **settings)
+
+    @classmethod
+    def from_bytes_folder(
+        cls,
+        path: str | Path,
+        *,
+        width: int = 256,
+        max_bytes: int = 8 * 1024 * 1024,
+        suffixes: Sequence[str] | None = None,
+        **settings: Unpack[DataSettings],
+    ) -> ImageData:
+        """Any files as pictures: each file under ``path/<class>/`` (or ``train/`` and
+        ``valid/`` folders) drawn byte by byte, ``width`` bytes a row
+        (:class:`~ursa.data.bytesimage.BytesInput`). ``suffixes`` (``[".exe"]``) limits
+        the files taken; None takes every file that is not hidden.
+
+        Defaults differ from :meth:`from_folder`: ``resize="squish"`` (the picture's
+        height follows the file's size; the whole file is stretched to the square
+        input) and ``augment="none"`` (flips and rotations move bytes to meaningless
+        places).
+        """
+        from ursa.data.bytesimage import BytesInput
+
+        if "input" in settings:
+            raise ConfigError("from_bytes_folder makes the input from its own settings: drop input")
+        settings["input"] = BytesInput(
+            width=width,
+            max_bytes=max_bytes,
+            suffixes=None if suffixes is None else frozenset(s.lower() for s in suffixes),
+        )
+        settings.setdefault("resize", "squish")
+        settings.setdefault("augment", "none")
+        return cls.from_folder(path, **settings)
+
+    @classmethod
     def from_name_regex(
         cls,
         path: str | Path,
