@@ -84,7 +84,7 @@ def main() -> None:
             make_dataset(data)
         subprocess.run(
             [*ursa, "train", str(data), "-o", str(bundle), "--epochs", "2", "--freeze-epochs", "1",
-             "--batch-size", "32", "--valid-pct", "0.25"],
+             "--batch-size", "32", "--valid-pct", "0.25", "--lr", "1e-2"],
             check=True,
         )  # fmt: skip
         # A refused int8 model is reported by `ursa export`; fp32 is then benchmarked alone.

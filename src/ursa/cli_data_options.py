@@ -57,6 +57,7 @@ class DataOptions:
     resize: str | None = None
     pad_mode: str | None = None
     input: str | None = None
+    cache: bool | None = None
 
     @property
     def seed_or_default(self) -> int:
@@ -115,7 +116,7 @@ class DataOptions:
         from ursa.data.sources import source_from_dict
 
         settings: dict[str, Any] = dict(base)
-        for name in ("valid_pct", "seed", "stratify", "size", "resize", "pad_mode"):
+        for name in ("valid_pct", "seed", "stratify", "size", "resize", "pad_mode", "cache"):
             if getattr(self, name) is not None:
                 settings[name] = getattr(self, name)
         recorded = settings.get("input")
@@ -181,6 +182,9 @@ _FLAGS = (
           "reflection.", "Input"),
     _Flag("input", str, "image", "What the files are: image, audio (clips drawn as "
           "spectrograms) or bytes (a file's bytes drawn as a picture).", "Input"),
+    _Flag("cache", bool, True, "Keep decoded, resized files in the decode cache "
+          "($URSA_CACHE_DIR, else ~/.cache/ursa) so later epochs skip decoding.", "Input",
+          decls=("--cache/--no-cache",)),
 )  # fmt: skip
 
 

@@ -21,7 +21,7 @@ from ursa.errors import ConfigError
 runner = CliRunner()
 FLAGS = {
     "labels", "pattern", "csv", "label_col", "path_col", "split_col", "valid_list", "valid_pct",
-    "seed", "stratify", "size", "resize", "pad_mode", "input",
+    "seed", "stratify", "size", "resize", "pad_mode", "input", "cache",
 }  # fmt: skip
 
 
@@ -99,3 +99,11 @@ def test_a_model_trained_from_a_table_is_interpreted_with_the_same_split(tmp_pat
     assert "valid: 4 images" in result.output  # the table's split, rebuilt from the bundle
     result = runner.invoke(app, [*interpret, "-o", str(tmp_path / "r2"), "--split-col", "bad"])
     assert result.exit_code == 1 and "no column 'bad'" in result.output
+
+
+def test_no_cache_turns_the_decode_cache_off_and_unset_keeps_the_default() -> None:
+    assert DataOptions(cache=False).settings()["cache"] is False
+    assert "cache" not in DataOptions().settings()
+    group = typer.main.get_command(app)
+    train = {p.name: p for p in group.commands["train"].params}
+    assert "--no-cache" in train["cache"].secondary_opts and train["cache"].default is True
