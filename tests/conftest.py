@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,3 +71,23 @@ def messy_folder(tmp_path: Path) -> Path:
     (root / "green" / "empty.jpg").write_bytes(b"")
     (root / "blue" / "notes.jpg").write_text("this is not an image\n")
     return root
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `playwright install` needs the web
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--headless",
+]
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Any]:
+    """Playwright's sync driver, for browser tests against Debian's Chromium."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as driver:
+        yield driver

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +12,9 @@ import pytest
 from PIL import Image
 
 from tests.clean.conftest import assert_journal_matches_disk, class_files, clean_server
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `playwright install` needs the web
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--headless"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as driver:
-        yield driver
 
 
 def assert_grid_not_blank(png: bytes) -> None:
@@ -64,7 +51,7 @@ def test_relabel_delete_undo_reload_page_and_folder_agree(
     playwright: Any, tiny_bundle: tuple[Path, Path], dataset: Path, tmp_path: Path
 ) -> None:
     with clean_server(tiny_bundle[0], dataset) as server:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(f"{server.url}/#label=red")
@@ -126,7 +113,7 @@ def test_a_stale_tab_gets_a_clear_message(
     playwright: Any, tiny_bundle: tuple[Path, Path], dataset: Path
 ) -> None:
     with clean_server(tiny_bundle[0], dataset) as server:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             first, second = browser.new_page(), browser.new_page()
             for tab in (first, second):

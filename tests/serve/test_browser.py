@@ -11,21 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import CLASS_COLOURS
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, CLASS_COLOURS
 from tests.serve.client import running_server
 from ursa.serve import Predictor
 from ursa.serve.bench import ServerProcess
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `playwright install` needs the web
-ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--headless",
-]
 
 
 def write_y4m(path: Path, rgb: tuple[int, int, int], frames: int = 30) -> Path:
@@ -61,15 +52,6 @@ def server(tiny_served: tuple[Path, Path]) -> Iterator[ServerProcess]:
         yield process
 
 
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as driver:
-        yield driver
-
-
 def test_upload_page_shows_the_top_class(
     playwright: Any, server: ServerProcess, tiny_served: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -78,7 +60,7 @@ def test_upload_page_shows_the_top_class(
         p for p in sorted((tiny_served[1] / "green").glob("*.png"))
         if predictor.predict(p).label == "green"
     )  # fmt: skip
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     try:
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{server.port}/")
@@ -103,7 +85,7 @@ def test_live_page_charts_the_fake_camera(
     browser = playwright.chromium.launch(
         executable_path=str(CHROMIUM),
         args=[
-            *ARGS,
+            *CHROMIUM_ARGS,
             "--use-fake-device-for-media-stream",
             "--use-fake-ui-for-media-stream",
             f"--use-file-for-fake-video-capture={clip}",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from ursa.data.imageio import MAX_PIXELS, ImageSource
-from ursa.data.sources import InputSource
+from ursa.data.sources import InputSource, source_settings
 from ursa.errors import ConfigError, ImageError
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"})
@@ -156,15 +156,7 @@ class AudioInput(InputSource):
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AudioInput:
         """Settings as :meth:`to_dict` writes them; missing ones take the defaults."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known - {"kind"})
-        if unknown:
-            raise ConfigError(
-                f"unknown audio settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        if values.get("kind", cls.kind) != cls.kind:
-            raise ConfigError(f"input kind {values['kind']!r} is not audio")
-        settings = {key: value for key, value in values.items() if key != "kind"}
+        settings = source_settings(cls, values)
         try:
             return cls(**settings)
         except TypeError as error:  # e.g. a string where a number belongs

@@ -12,7 +12,7 @@ with ``squish`` (the whole file stretched to the model's square input).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ursa.data.imageio import MAX_PIXELS, ImageSource
-from ursa.data.sources import InputSource
+from ursa.data.sources import InputSource, source_settings
 from ursa.errors import ConfigError, ImageError
 
 
@@ -126,15 +126,7 @@ class BytesInput(InputSource):
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BytesInput:
         """Settings as :meth:`to_dict` writes them; missing ones take the defaults."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known - {"kind"})
-        if unknown:
-            raise ConfigError(
-                f"unknown bytes settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        if values.get("kind", cls.kind) != cls.kind:
-            raise ConfigError(f"input kind {values['kind']!r} is not bytes")
-        settings = {key: value for key, value in values.items() if key != "kind"}
+        settings = source_settings(cls, values)
         suffixes = settings.get("suffixes")
         if suffixes is not None:
             if isinstance(suffixes, str) or not isinstance(suffixes, (list, tuple, set, frozenset)):

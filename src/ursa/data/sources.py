@@ -15,7 +15,8 @@ files. Torch-free.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -87,6 +88,20 @@ class ImageInput(InputSource):
 
 IMAGE_INPUT = ImageInput()
 """The default source: image files."""
+
+
+def source_settings(cls: type[InputSource], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of the source dataclass ``cls`` from what its
+    ``to_dict`` wrote: ``kind`` checked and dropped, unknown keys named."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known - {"kind"})
+    if unknown:
+        raise ConfigError(
+            f"unknown {cls.kind} settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    if values.get("kind", cls.kind) != cls.kind:
+        raise ConfigError(f"input kind {values['kind']!r} is not {cls.kind}")
+    return {key: value for key, value in values.items() if key != "kind"}
 
 
 def source_from_dict(values: dict[str, Any] | None) -> InputSource:
