@@ -181,3 +181,35 @@ def test_a_class_the_model_does_not_know_is_refused_at_start(
     shutil.copytree(dataset / "red", dataset / "purple")
     with pytest.raises(DataError, match="classes the model does not know: purple"):
         CleanSession.open(tiny_bundle[0], dataset)
+
+
+def test_deleted_images_of_a_class_the_model_lacks_are_shown_not_a_crash(
+    tiny_bundle: tuple[Path, Path], dataset: Path
+) -> None:
+    from ursa.clean.journal import Journal
+    from ursa.clean.session import CleanSession
+
+    shutil.copytree(dataset / "red", dataset / "purple")
+    with Journal(dataset) as journal:
+        journal.sync()
+        for image in journal.images():
+            if image.label == "purple":
+                journal.delete(image.id)
+    session = CleanSession.open(tiny_bundle[0], dataset)  # only deleted images are purple
+    try:
+        views = [session.view(i) for i in session.journal.images() if i.label == "purple"]
+        assert views and all("not one this model knows" in v.problem for v in views)
+        assert all(v.predicted is None and v.loss is None for v in views)
+    finally:
+        session.close()
+
+
+def test_listening_everywhere_still_checks_the_host_name(tmp_path: Path) -> None:
+    import socket
+
+    loopback = CleanSettings(bundle=tmp_path / "m.ursa", data=tmp_path, host="127.0.0.1")
+    everywhere = CleanSettings(bundle=tmp_path / "m.ursa", data=tmp_path, host="0.0.0.0")
+    assert loopback.allowed_hosts() == ["127.0.0.1", "localhost"]
+    hosts = everywhere.allowed_hosts()
+    assert "*" not in hosts and "evil.example" not in hosts
+    assert {"127.0.0.1", "localhost", socket.gethostname()} <= set(hosts)

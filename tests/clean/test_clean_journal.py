@@ -78,6 +78,22 @@ def test_manifest_rows_follow_the_files(folder: Path) -> None:
     assert deleted.quarantine_path == f"{QUARANTINE_DIR}/blue/03.png"
 
 
+def test_a_relabel_stays_relabeled_through_a_delete_and_its_undo(folder: Path) -> None:
+    with Journal(folder) as journal:
+        journal.sync()
+        ids = by_path(journal)
+        moved = journal.relabel(ids["red/01.png"], "green")
+        deleted = journal.delete(moved.image_id)
+        journal.undo(deleted.id)  # the file comes back, still relabeled
+        with Manifest(folder, create=False) as manifest:
+            row = manifest.get(moved.new_path)
+            assert row is not None and (row.label, row.status) == ("green", "relabeled")
+        back = journal.relabel(moved.image_id, "red")  # moved back by hand: no longer relabeled
+    with Manifest(folder, create=False) as manifest:
+        row = manifest.get(back.new_path)
+    assert row is not None and (row.label, row.status) == ("red", "ok")
+
+
 def test_training_reads_the_new_labels(folder: Path) -> None:
     with Journal(folder) as journal:
         journal.sync()

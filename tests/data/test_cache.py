@@ -192,6 +192,24 @@ def test_a_changed_setting_builds_a_new_cache(tmp_path: Path) -> None:
     assert len(groups) == 2 * 4  # (train, valid) × the four settings
 
 
+def test_another_pillow_builds_a_new_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pixels depend on the decoder's and the resizer's code, not only on the settings."""
+    import PIL
+
+    log = tmp_path / "opened.txt"
+    source = CountingInput(log=str(log))
+    data = ImageData.from_folder(make_photos(tmp_path / "photos"), size=SIZE, input=source)
+    loaders(data)
+    before = len(opened(log))
+    loaders(data)
+    assert len(opened(log)) == before  # same code: the cache is used
+    monkeypatch.setattr(PIL, "__version__", PIL.__version__ + ".another")
+    loaders(data)
+    assert len(opened(log)) - before == len(data.train_items) + len(data.valid_items)
+
+
 def test_training_items_are_stored_larger_with_their_aspect() -> None:
     crop = PreprocessConfig(size=SIZE, resize="crop")
     form = stored_form(crop, training=True, augment="default", min_scale=0.25)

@@ -701,7 +701,14 @@ class Journal:
                 "quarantine_path": entry.new_path,
             }
         else:
-            status = "relabeled" if entry.action == "relabel" else "ok"
+            # Relabeled means "not the label it had before any cleaning": an undo of a
+            # delete keeps a relabel, an undo of the relabel (or a move back) clears it.
+            first = db.execute(
+                "SELECT old_label FROM clean_journal WHERE image_id = ? ORDER BY id LIMIT 1",
+                (entry.image_id,),
+            ).fetchone()
+            original = entry.old_label if first is None else first["old_label"]
+            status = "relabeled" if entry.new_label != original else "ok"
             values = {"path": entry.new_path, "label": entry.new_label, "status": status,
                       "reason": "", "quarantine_path": ""}  # fmt: skip
         db.execute("DELETE FROM images WHERE path = :path AND path != :old",

@@ -149,6 +149,9 @@ class CleanSession:
         if probabilities is None or len(probabilities) != len(self.class_names):
             problem = self.problems.get(image.sha256, "not predicted: restart ursa clean")
             return ImageView(image, split, None, None, None, None, problem, decision)
+        if image.label not in self.class_names:  # e.g. a deleted image of a class since removed
+            problem = f"class {image.label!r} is not one this model knows"
+            return ImageView(image, split, None, None, None, None, problem, decision)
         top = int(probabilities.argmax())
         own = float(probabilities[self.class_names.index(image.label)])
         return ImageView(

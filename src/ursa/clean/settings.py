@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -41,8 +42,23 @@ class CleanSettings(BaseSettings):
         """Host names the server answers to: loopback names, and the address it listens on.
 
         Checking the Host header stops a web page that points its own domain at
-        127.0.0.1 (DNS rebinding) from reading the page and its token.
+        127.0.0.1 (DNS rebinding) from reading the page and its token. Listening on
+        every address (0.0.0.0) adds this machine's names and their addresses, never
+        any name at all.
         """
-        if self.host in ("0.0.0.0", "::", ""):
-            return ["*"]
-        return sorted({"127.0.0.1", "localhost", self.host})
+        names = {"127.0.0.1", "localhost"}
+        if self.host not in ("0.0.0.0", "::", ""):
+            return sorted(names | {self.host})
+        return sorted(names | _own_names())
+
+
+def _own_names() -> set[str]:
+    """This machine's host name, full name and the addresses they resolve to."""
+    names = {socket.gethostname(), socket.getfqdn()}
+    for name in list(names):
+        try:
+            _, aliases, addresses = socket.gethostbyname_ex(name)
+        except OSError:  # a name the resolver does not know
+            continue
+        names.update(aliases, addresses)
+    return {name for name in names if name}

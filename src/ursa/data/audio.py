@@ -140,9 +140,10 @@ class AudioInput(InputSource):
     def spectrogram(self, samples: np.ndarray) -> np.ndarray:
         """(n_mels, frames) uint8: log-mel power scaled to 0–255, low frequencies last."""
         power = stft_power(samples, self.n_fft, self.hop_length)  # (frames, n_fft // 2 + 1)
-        # einsum, not a BLAS matmul: the same sums in the same order on every machine and
-        # thread count (so served pictures match training's), and no BLAS threads to
-        # contend with (a matmul this small took 20 ms instead of 0.2 on a busy machine).
+        # einsum, not a BLAS matmul: no BLAS threads to contend with (a matmul this small
+        # took 20 ms instead of 0.2 on a busy machine) and no dependence on the BLAS build
+        # or thread count; the pixels are rounded to uint8 after, so last-bit differences
+        # between CPUs' SIMD widths do not reach the picture in practice.
         mel = np.einsum("fk,mk->fm", power, self._filterbank)  # (frames, n_mels)
         decibels = 10.0 * np.log10(np.maximum(mel, 1e-10))
         top = float(decibels.max())

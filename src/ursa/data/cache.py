@@ -70,6 +70,24 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 """Version of the on-disk layout; part of every key, so a new layout never reads an old one."""
 
+_PIXEL_CODE = ("imageio.py", "preprocess.py", "sources.py", "audio.py", "bytesimage.py",
+               "cache.py")  # fmt: skip
+"""ursa's modules that decide what a stored pixel is (opening, resizing, drawing)."""
+
+
+def _pixel_code_versions() -> dict[str, str]:
+    """What the stored pixels depend on besides the settings: Pillow's version and the
+    text of ursa's decoding and resizing code. Any change to either gives a new cache,
+    so a cached image always equals what ``prepare_input`` makes now."""
+    import PIL
+
+    hasher = hashlib.sha256()
+    for name in _PIXEL_CODE:
+        with contextlib.suppress(OSError):  # a module not shipped as a file
+            hasher.update(name.encode() + (Path(__file__).parent / name).read_bytes())
+    return {"pillow": PIL.__version__, "ursa_pixel_code": hasher.hexdigest()[:16]}
+
+
 KEEP_ENTRIES = 3
 """Entries (file-list versions) kept per group; older ones are deleted after a build."""
 
@@ -237,7 +255,8 @@ def build_cache(
     """
     if not paths:
         return None
-    group_key = _digest({"format": CACHE_FORMAT, "name": name, "settings": settings})
+    group_key = _digest({"format": CACHE_FORMAT, "name": name, "settings": settings,
+                         "code": _pixel_code_versions()})  # fmt: skip
     group = (cache_dir() if directory is None else Path(directory)) / group_key[:32]
     files = [_identity(path) for path in paths]
     entry = _digest({"group": group_key, "files": files})[:32]
