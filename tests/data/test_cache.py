@@ -192,9 +192,7 @@ def test_a_changed_setting_builds_a_new_cache(tmp_path: Path) -> None:
     assert len(groups) == 2 * 4  # (train, valid) × the four settings
 
 
-def test_another_pillow_builds_a_new_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_another_pillow_builds_a_new_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pixels depend on the decoder's and the resizer's code, not only on the settings."""
     import PIL
 

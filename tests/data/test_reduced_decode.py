@@ -70,7 +70,12 @@ def test_validation_tensors_equal_the_serving_path_for_jpegs(
     jpeg_folder: Path, resize: str
 ) -> None:
     data = ImageData.from_folder(
-        jpeg_folder, size=64, resize=resize, valid_pct=0.5, num_workers=0, seed=0  # type: ignore[arg-type]
+        jpeg_folder,
+        size=64,
+        resize=resize,
+        valid_pct=0.5,
+        num_workers=0,
+        seed=0,  # type: ignore[arg-type]
     )
     config = PreprocessConfig(size=64, resize=resize, reduced_decode=True)  # type: ignore[arg-type]
     _, valid = data.dataloaders(config)
