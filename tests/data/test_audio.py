@@ -383,3 +383,18 @@ def test_spoken_words_train_a_real_model_and_predict_takes_a_wav(tmp_path: Path)
     assert [row[0] for row in rows] == clips
     right = sum(row[1] == item.label for row, item in zip(rows, data.valid_items, strict=True))
     assert right / len(rows) == pytest.approx(accuracy)
+
+
+def test_an_audio_model_without_soundfile_fails_when_loaded_not_per_request(
+    tone_model: tuple[Path, Path, ImageData],
+) -> None:
+    code = (
+        "import sys; sys.modules['soundfile'] = None\n"  # `import soundfile` now fails
+        "import ursa.serve, ursa.errors\n"
+        "try:\n"
+        f"    ursa.serve.Predictor({str(tone_model[0])!r})\n"
+        "except ursa.errors.ConfigError as error:\n"
+        "    print(error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert 'pip install "ursa[audio]"' in out.stdout

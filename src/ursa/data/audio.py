@@ -151,6 +151,9 @@ class AudioInput(InputSource):
         pixels = np.round(scaled * 255.0).astype(np.uint8)  # (frames, n_mels)
         return np.ascontiguousarray(pixels.T[::-1])  # rows: high → low frequency
 
+    def require(self) -> None:
+        _require_soundfile()
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}
 
@@ -172,6 +175,15 @@ def _name(source: ImageSource) -> str:
     if isinstance(source, Image.Image):
         return "<PIL image>"
     return str(getattr(source, "name", "<file object>"))
+
+
+def _require_soundfile() -> None:
+    try:
+        import soundfile  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            'this model reads audio, which needs the soundfile package: pip install "ursa[audio]"'
+        ) from None
 
 
 def _decode(source: ImageSource, max_seconds: float) -> tuple[str, np.ndarray, int]:

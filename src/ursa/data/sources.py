@@ -56,6 +56,11 @@ class InputSource(ABC):
         """
         self.open(source, max_pixels=max_pixels)
 
+    def require(self) -> None:
+        """Raise :class:`~ursa.errors.ConfigError` when a package this source needs is
+        missing, so a server fails at start-up rather than on every request."""
+        return None  # images and bytes need nothing beyond Pillow and numpy
+
     def matches(self, path: str | Path) -> bool:
         """True when a folder scan should pick up ``path``."""
         return Path(path).suffix.lower() in self.extensions

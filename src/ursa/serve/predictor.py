@@ -67,6 +67,7 @@ class Predictor(BundleModel):
         self.spin = spin
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
         self.max_pixels = max_pixels
+        self.bundle.config.preprocess.input.require()  # e.g. soundfile for an audio model
         self.int8 = int8
         self.member = INT8_NAME if int8 else ONNX_NAME
         if self.member not in self.bundle.members:
