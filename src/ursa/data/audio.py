@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from ursa.data.imageio import MAX_PIXELS, ImageSource
+from ursa.data.imageio import MAX_PIXELS, ImageSource, describe_source
 from ursa.data.sources import InputSource, source_settings
 from ursa.errors import ConfigError, ImageError
 
@@ -167,16 +167,6 @@ class AudioInput(InputSource):
             raise ConfigError(f"invalid audio settings: {error}") from None
 
 
-def _name(source: ImageSource) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, bytes):
-        return f"<{len(source)} bytes>"
-    if isinstance(source, Image.Image):
-        return "<PIL image>"
-    return str(getattr(source, "name", "<file object>"))
-
-
 def _require_soundfile() -> None:
     try:
         import soundfile  # noqa: F401
@@ -188,7 +178,7 @@ def _require_soundfile() -> None:
 
 def _decode(source: ImageSource, max_seconds: float) -> tuple[str, np.ndarray, int]:
     """(name, mono float32 samples, sample rate); ImageError with the reason on failure."""
-    name = _name(source)
+    name = describe_source(source)
     try:
         import soundfile
     except ImportError:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from ursa.data.imageio import MAX_PIXELS, ImageSource
+from ursa.data.imageio import MAX_PIXELS, ImageSource, describe_source
 from ursa.data.sources import InputSource, source_settings
 from ursa.errors import ConfigError, ImageError
 
@@ -87,7 +87,7 @@ class BytesInput(InputSource):
         return padded.reshape(rows, self.width)
 
     def _read(self, source: ImageSource, max_pixels: int) -> bytes:
-        name = _name(source)
+        name = describe_source(source)
         limit = min(self.max_bytes, max_pixels)
         if isinstance(source, Image.Image):
             raise ImageError(
@@ -147,13 +147,3 @@ def _too_large(size: int, limit: int) -> str:
         f"the file is {size:,} bytes, over the limit of {limit:,} bytes (max_bytes): "
         f"raise max_bytes or leave such files out"
     )
-
-
-def _name(source: ImageSource) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, bytes):
-        return f"<{len(source)} bytes>"
-    if isinstance(source, Image.Image):
-        return "<PIL image>"
-    return str(getattr(source, "name", "<file object>"))

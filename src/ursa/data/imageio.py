@@ -43,14 +43,15 @@ def is_image_name(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _describe(source: ImageSource) -> str:
+def describe_source(source: ImageSource) -> str:
+    """How errors name ``source``: its path, or what kind of data it is."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
     if isinstance(source, Image.Image):
         return "<PIL image>"
     if isinstance(source, bytes):
         return f"<{len(source)} bytes>"
-    return getattr(source, "name", "<file object>")
+    return str(getattr(source, "name", "<file object>"))
 
 
 def open_image(
@@ -69,7 +70,7 @@ def open_image(
     the model's input size (see ``PreprocessConfig.reduced_decode``), so both see
     the same pixels.
     """
-    name = _describe(source)
+    name = describe_source(source)
     if isinstance(source, Image.Image):
         return to_rgb(source, name=name, max_pixels=max_pixels)
     if isinstance(source, (str, os.PathLike)):
