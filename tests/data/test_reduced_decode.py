@@ -104,3 +104,7 @@ def test_training_images_keep_enough_pixels_for_the_smallest_random_crop() -> No
     assert train_decode_size(crop, 1.0) == 224
     assert train_decode_size(PreprocessConfig(size=224, resize="pad"), 0.35) == 224
     assert train_decode_size(PreprocessConfig(size=224, reduced_decode=False), 0.35) is None
+    # No random crop: training decodes as validation does, and never beyond what the
+    # decode cache keeps (2 × size).
+    assert train_decode_size(crop, 0.35, augment="none") == 224
+    assert train_decode_size(crop, 0.01) == 448

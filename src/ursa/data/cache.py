@@ -166,10 +166,22 @@ def stored_form(
     it is cut from real pixels, not upsampled ones. Everything else starts with
     the deterministic resize, which is stored instead.
     """
-    if not training or augment == "none" or preprocess.resize != "crop":
-        return StoredForm(preprocess)
+    side = training_side(preprocess, augment=augment, min_scale=min_scale) if training else None
+    return StoredForm(preprocess, short_side=side)
+
+
+def training_side(
+    preprocess: PreprocessConfig, *, augment: object = "default", min_scale: float = 1.0
+) -> int | None:
+    """The short side a training image keeps for its random crop: ``size /
+    sqrt(min_scale)``, at most ``2 × size``; None when training starts with the
+    deterministic resize instead (``resize`` pad or squish, or ``augment="none"``).
+    The decode cache stores training images at this size and the loader decodes
+    them no smaller (:func:`ursa.data.transforms.train_decode_size`)."""
+    if augment == "none" or preprocess.resize != "crop":
+        return None
     side = min(MAX_TRAIN_FACTOR * preprocess.size, preprocess.size / math.sqrt(min_scale))
-    return StoredForm(preprocess, short_side=math.ceil(side))
+    return math.ceil(side)
 
 
 class CachedDataset(Protocol):

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from PIL import Image
     from torch.utils.data import DataLoader
 
+    from ursa.data.loaders import ImageDataset
+
 log = logging.getLogger(__name__)
 
 AUGMENT_PRESETS = ("default", "no_flip", "none")
@@ -483,42 +485,16 @@ class ImageData:
         With ``config.cache`` every file is decoded and resized here, once (or found
         in the decode cache, :mod:`ursa.data.cache`); the loaders then read pixels only.
         """
-        from ursa.data.cache import cache_dataset, stored_form
-        from ursa.data.loaders import ImageDataset, default_num_workers, make_loader
-        from ursa.data.transforms import ValidationTransform, train_decode_size, train_transform
+        from ursa.data.cache import cache_dataset
+        from ursa.data.loaders import default_num_workers, make_loader
 
         workers = self.config.num_workers
         if workers is None:
             workers = default_num_workers()
-        source, max_pixels = preprocess.input, self.config.max_pixels
-        train_set = ImageDataset(
-            self.train_items,
-            self.class_names,
-            train_transform(
-                preprocess,
-                self.config.augment,
-                min_scale=self.config.min_scale,
-                batch_augment=batch_augment,
-            ),
-            source=source,
-            max_pixels=max_pixels,
-            min_size=train_decode_size(preprocess, self.config.min_scale),
-            prepare=stored_form(
-                preprocess,
-                training=True,
-                augment=self.config.augment,
-                min_scale=self.config.min_scale,
-            ),
+        train_set = self.dataset(
+            self.train_items, preprocess, training=True, batch_augment=batch_augment
         )
-        valid_set = ImageDataset(
-            self.valid_items,
-            self.class_names,
-            ValidationTransform(preprocess),
-            source=source,
-            max_pixels=max_pixels,
-            min_size=decode_size(preprocess),
-            prepare=stored_form(preprocess, training=False),
-        )
+        valid_set = self.dataset(self.valid_items, preprocess, training=False)
         if self.config.cache:
             train_set.cache = cache_dataset(train_set, name=f"{self.root} train")
             valid_set.cache = cache_dataset(valid_set, name=f"{self.root} valid")
@@ -528,6 +504,40 @@ class ImageData:
             make_loader(train_set, batch_size=batch, shuffle=True, seed=seed, num_workers=workers),
             make_loader(valid_set, batch_size=batch, shuffle=False, seed=seed, num_workers=workers),
         )
+
+    def dataset(
+        self,
+        items: Sequence[Item],
+        preprocess: PreprocessConfig,
+        *,
+        training: bool,
+        batch_augment: bool = False,
+    ) -> ImageDataset:
+        """``items`` as the training (augmented) or validation loader reads them: opened
+        at the size they need, prepared as the decode cache stores them, transformed.
+        No cache is attached; :meth:`dataloaders` attaches one."""
+        from ursa.data.cache import stored_form
+        from ursa.data.loaders import ImageDataset
+        from ursa.data.transforms import ValidationTransform, train_decode_size, train_transform
+
+        config = self.config
+        if not training:
+            return ImageDataset(
+                items, self.class_names, ValidationTransform(preprocess),
+                source=preprocess.input, max_pixels=config.max_pixels,
+                min_size=decode_size(preprocess), prepare=stored_form(preprocess, training=False),
+            )  # fmt: skip
+        transform = train_transform(
+            preprocess, config.augment, min_scale=config.min_scale, batch_augment=batch_augment
+        )
+        return ImageDataset(
+            items, self.class_names, transform,
+            source=preprocess.input, max_pixels=config.max_pixels,
+            min_size=train_decode_size(preprocess, config.min_scale, augment=config.augment),
+            prepare=stored_form(
+                preprocess, training=True, augment=config.augment, min_scale=config.min_scale
+            ),
+        )  # fmt: skip
 
     def batch_augmenter(
         self, preprocess: PreprocessConfig, device: torch.device

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,13 +23,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ursa.atomic import atomic_file
-from ursa.data.preprocess import PreprocessConfig, decode_size
-from ursa.data.transforms import ValidationTransform, train_decode_size, train_transform
+from ursa.data.items import Item
+from ursa.data.preprocess import PreprocessConfig
 from ursa.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from ursa.data.core import ImageData
-    from ursa.data.items import Item
 
 SPLITS = ("train", "valid")
 CELL_INCHES = 2.0
@@ -65,27 +64,16 @@ def show_batch(
     items = data.train_items if split == "train" else data.valid_items
     if not items:
         raise DataError(f"no {split} images to show; {data.summary()}")
-    chosen: list[Item]
-    if split == "train":
+    training = split == "train"
+    if training:
         chosen = random.Random(data.config.seed).sample(items, min(n, len(items)))
-        transform: Callable[[Image.Image], Any] = train_transform(
-            config, data.config.augment, min_scale=data.config.min_scale
-        )
-        min_size = train_decode_size(config, data.config.min_scale)
     else:
         chosen = items[:n]
-        transform, min_size = ValidationTransform(config), decode_size(config)
+    dataset = data.dataset(chosen, config, training=training)  # as the loader reads them
     with _seeded(data.config.seed):
-        pictures = [
-            _picture(
-                transform(config.input.open(i.path, max_pixels=data.config.max_pixels,
-                                            min_size=min_size)),
-                config,
-            )
-            for i in chosen
-        ]  # fmt: skip
+        pictures = [_picture(dataset[index][0], config) for index in range(len(chosen))]
     title = f"{split}: {len(chosen)} of {len(items)} images"
-    if split == "train":
+    if training:
         title += f", augment={data.config.augment_name}"
     figure = image_grid(pictures, [i.label for i in chosen], title=title)
     return _written(figure, path)
@@ -106,23 +94,20 @@ def show_augmentations(
     """
     _check_count(n)
     config = preprocess or display_config(data)
-    min_size = train_decode_size(config, data.config.min_scale)
-    if image is None:
+    if isinstance(image, Image.Image):
+        items, name = [], "the given image"
+    elif image is None:
         if not data.train_items:
             raise DataError(f"no training images to show; {data.summary()}")
         first = data.train_items[0]
-        picture = config.input.open(first.path, max_pixels=data.config.max_pixels,
-                                    min_size=min_size)  # fmt: skip
-        name = f"{first.path.name} ({first.label})"
-    elif isinstance(image, Image.Image):
-        picture, name = image.convert("RGB"), "the given image"
+        items, name = [first], f"{first.path.name} ({first.label})"
     else:
-        picture = config.input.open(Path(image), max_pixels=data.config.max_pixels,
-                                    min_size=min_size)  # fmt: skip
-        name = Path(image).name
-    transform = train_transform(config, data.config.augment, min_scale=data.config.min_scale)
+        items, name = [Item(Path(image), "")], Path(image).name
+    dataset = data.dataset(items, config, training=True)
+    # A file is opened and prepared as the training loader does; a PIL image is used as is.
+    picture = image.convert("RGB") if isinstance(image, Image.Image) else dataset.decode(0)
     with _seeded(data.config.seed):
-        pictures = [_picture(transform(picture), config) for _ in range(n)]
+        pictures = [_picture(dataset.transform(picture), config) for _ in range(n)]
     title = f"{name}: {n} draws of augment={data.config.augment_name}"
     if data.config.augment == "none":
         title += " (no augmentation: each is the validation view)"

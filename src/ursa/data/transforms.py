@@ -6,7 +6,6 @@ same numpy code the server runs, so there is one definition of "the input".
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
 from ursa.data.batch_augment import AUGMENT_PRESETS, BatchAugment
+from ursa.data.cache import training_side
 from ursa.data.core import AugmentPipeline
 from ursa.data.preprocess import PreprocessConfig, preprocess, resize_for_model
 from ursa.errors import ConfigError, DataError
@@ -75,18 +75,21 @@ def train_transform(
     return v2.Compose(steps)
 
 
-def train_decode_size(config: PreprocessConfig, min_scale: float) -> int | None:
+def train_decode_size(
+    config: PreprocessConfig, min_scale: float, *, augment: object = "default"
+) -> int | None:
     """How small training images may decode (see ``PreprocessConfig.reduced_decode``).
 
     A random crop keeps as little as ``min_scale`` of the area and is then scaled
-    up to ``size``, so the decoded image keeps ``size / sqrt(min_scale)`` pixels a
-    side: the smallest crop still has ``size`` real pixels across.
+    up to ``size``, so the decoded image keeps the short side the decode cache
+    stores (:func:`ursa.data.cache.training_side`, ``size / sqrt(min_scale)``):
+    the smallest crop still has ``size`` real pixels across. Without a random
+    crop, training decodes as validation does.
     """
     if not config.reduced_decode:
         return None
-    if config.resize != "crop":
-        return config.size
-    return math.ceil(config.size / math.sqrt(min_scale))
+    side = training_side(config, augment=augment, min_scale=min_scale)
+    return config.size if side is None else side
 
 
 def validation_tensor(image: Image.Image, config: PreprocessConfig) -> torch.Tensor:
