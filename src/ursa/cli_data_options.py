@@ -113,6 +113,7 @@ class DataOptions:
 
     def settings(self, **base: Unpack[DataSettings]) -> DataSettings:
         """``base`` (a command's or a bundle's settings) with the flags given put over it."""
+        from ursa.data.core import with_source
         from ursa.data.sources import source_from_dict
 
         settings: dict[str, Any] = dict(base)
@@ -122,13 +123,9 @@ class DataOptions:
         recorded = settings.get("input")
         if self.input is not None and (recorded is None or recorded.kind != self.input):
             settings["input"] = source_from_dict({"kind": self.input})
-        source = settings.get("input")
-        if source is not None and source.kind != "image":
-            # As ImageData.from_audio_folder / from_bytes_folder: a crop would cut time and
-            # frequency, a flip would play a clip backwards.
-            settings.setdefault("resize", "squish")
-            settings.setdefault("augment", "none")
-        return settings  # type: ignore[return-value]
+        given: DataSettings = settings  # type: ignore[assignment]
+        source = given.get("input")
+        return given if source is None else with_source(source, given)
 
     def load(
         self, path: Path, recorded: DataSpec | None = None, **base: Unpack[DataSettings]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +42,8 @@ class AudioInput(InputSource):
     """Audio clips drawn as log-mel spectrograms (``n_mels`` high, one column per hop)."""
 
     kind: ClassVar[str] = "audio"
+    # A crop would drop frequencies and time; a flip plays the clip backwards.
+    data_defaults: ClassVar[Mapping[str, str]] = {"resize": "squish", "augment": "none"}
 
     sample_rate: int = 16_000
     """Clips are resampled to this rate (Hz) before anything else."""

@@ -12,6 +12,7 @@ with ``squish`` (the whole file stretched to the model's square input).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +30,8 @@ class BytesInput(InputSource):
     """Files of any kind drawn byte by byte as grayscale pictures ``width`` pixels wide."""
 
     kind: ClassVar[str] = "bytes"
+    # The height follows the file's size (squish shows all of it); flips move bytes around.
+    data_defaults: ClassVar[Mapping[str, str]] = {"resize": "squish", "augment": "none"}
 
     width: int = 256
     """Bytes per row: the picture's width."""

@@ -148,6 +148,17 @@ class DataSettings(TypedDict, total=False):
     cache: bool
 
 
+def with_source(
+    source: InputSource, settings: DataSettings, method: str | None = None
+) -> DataSettings:
+    """``settings`` reading files through ``source``, with the source's
+    :attr:`~ursa.data.sources.InputSource.data_defaults` where ``settings`` are silent.
+    ``method``: the constructor that makes ``source`` itself, so ``input`` may not be given."""
+    if method is not None and "input" in settings:
+        raise ConfigError(f"{method} makes the input from its own settings: drop input")
+    return {**source.data_defaults, **settings, "input": source}  # type: ignore[typeddict-item]
+
+
 Splitter = Callable[[list[Item]], tuple[list[Item], list[Item]]]
 """Divides labelled items into (train, valid)."""
 
@@ -235,15 +246,11 @@ class ImageData:
         """
         from ursa.data.audio import AudioInput
 
-        if "input" in settings:
-            raise ConfigError("from_audio_folder makes the input from its own settings: drop input")
-        settings["input"] = AudioInput(
+        source = AudioInput(
             sample_rate=sample_rate, duration=duration, n_mels=n_mels, n_fft=n_fft,
             hop_length=hop_length, f_min=f_min, f_max=f_max, top_db=top_db, max_seconds=max_seconds,
         )  # fmt: skip
-        settings.setdefault("resize", "squish")
-        settings.setdefault("augment", "none")
-        return cls.from_folder(path, **settings)
+        return cls.from_folder(path, **with_source(source, settings, "from_audio_folder"))
 
     @classmethod
     def from_bytes_folder(
@@ -267,16 +274,12 @@ class ImageData:
         """
         from ursa.data.bytesimage import BytesInput
 
-        if "input" in settings:
-            raise ConfigError("from_bytes_folder makes the input from its own settings: drop input")
-        settings["input"] = BytesInput(
+        source = BytesInput(
             width=width,
             max_bytes=max_bytes,
             suffixes=None if suffixes is None else frozenset(s.lower() for s in suffixes),
         )
-        settings.setdefault("resize", "squish")
-        settings.setdefault("augment", "none")
-        return cls.from_folder(path, **settings)
+        return cls.from_folder(path, **with_source(source, settings, "from_bytes_folder"))
 
     @classmethod
     def from_name_regex(

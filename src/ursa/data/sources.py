@@ -31,6 +31,9 @@ class InputSource(ABC):
 
     kind: ClassVar[str]
     """Name recorded in the bundle: image, audio or bytes."""
+    data_defaults: ClassVar[Mapping[str, str]] = {}
+    """Data settings that suit this kind of picture unless the caller says otherwise
+    (a spectrogram is squished, not cropped, and never flipped)."""
 
     @property
     @abstractmethod
