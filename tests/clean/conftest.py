@@ -23,7 +23,7 @@ from tests.export.bundles import shared_tiny_bundle
 from ursa.clean.journal import LOCK_NAME
 from ursa.clean.thumbnails import CACHE_DIR
 from ursa.data.manifest import MANIFEST_NAME, QUARANTINE_DIR
-from ursa.serve.bench import free_port
+from ursa.serve.bench import free_port, stop_process
 
 #: Files the cleaner may change without changing the dataset: its database and caches.
 BOOKKEEPING = (MANIFEST_NAME, f"{MANIFEST_NAME}-wal", f"{MANIFEST_NAME}-shm", LOCK_NAME)
@@ -135,13 +135,7 @@ class CleanServer:
         return response.status, json.loads(raw) if "json" in kind else raw.decode()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.process.stdout:
             self.process.stdout.close()
 
