@@ -515,18 +515,21 @@ class ImageData:
         *,
         training: bool,
         batch_augment: bool = False,
+        class_names: Sequence[str] | None = None,
     ) -> ImageDataset:
         """``items`` as the training (augmented) or validation loader reads them: opened
         at the size they need, prepared as the decode cache stores them, transformed.
-        No cache is attached; :meth:`dataloaders` attaches one."""
+        No cache is attached; :meth:`dataloaders` attaches one. ``class_names`` numbers
+        the labels (default: this data's classes; a model's own, to evaluate it)."""
         from ursa.data.cache import stored_form
         from ursa.data.loaders import ImageDataset
         from ursa.data.transforms import ValidationTransform, train_decode_size, train_transform
 
         config = self.config
+        names = self.class_names if class_names is None else class_names
         if not training:
             return ImageDataset(
-                items, self.class_names, ValidationTransform(preprocess),
+                items, names, ValidationTransform(preprocess),
                 source=preprocess.input, max_pixels=config.max_pixels,
                 min_size=decode_size(preprocess), prepare=stored_form(preprocess, training=False),
             )  # fmt: skip
@@ -534,7 +537,7 @@ class ImageData:
             preprocess, config.augment, min_scale=config.min_scale, batch_augment=batch_augment
         )
         return ImageDataset(
-            items, self.class_names, transform,
+            items, names, transform,
             source=preprocess.input, max_pixels=config.max_pixels,
             min_size=train_decode_size(preprocess, config.min_scale, augment=config.augment),
             prepare=stored_form(

@@ -24,7 +24,6 @@ from ursa.data.core import ImageData
 from ursa.data.items import Item
 from ursa.data.preprocess import (
     PreprocessConfig,
-    decode_size,
     load_input,
     prepare_input,
     resize_for_model,
@@ -224,8 +223,7 @@ class Interpretation:
         device: torch.device,
         batch_size: int | None,
     ) -> Interpretation:
-        from ursa.data.loaders import ImageDataset, default_num_workers, make_loader
-        from ursa.data.transforms import ValidationTransform
+        from ursa.data.loaders import default_num_workers, make_loader
         from ursa.train.loop import predict_logits
 
         items, item_splits = split_items(data, split)
@@ -236,13 +234,7 @@ class Interpretation:
                 f"model knows {', '.join(class_names)}); interpret it on the data it was trained "
                 f"for, or train a model on these classes"
             )
-        dataset = ImageDataset(
-            items,
-            class_names,
-            ValidationTransform(summary.preprocess),
-            source=summary.preprocess.input,
-            min_size=decode_size(summary.preprocess),
-        )
+        dataset = data.dataset(items, summary.preprocess, training=False, class_names=class_names)
         workers = data.config.num_workers
         loader = make_loader(
             dataset,
