@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -65,10 +66,21 @@ def train(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Bundle to write (.ursa).")],
     options: DataOptions,
-    epochs: Annotated[int, typer.Option(help="Unfrozen epochs (after the frozen ones).")] = 3,
-    freeze_epochs: Annotated[int, typer.Option(help="Epochs training only the new head.")] = 1,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Unfrozen epochs after the head (default: chosen from the data's size)."),
+    ] = None,
+    head: Annotated[
+        str,
+        typer.Option(
+            help="fit: the head fitted on frozen features first; epochs: fastai's frozen epochs."
+        ),
+    ] = "fit",
+    freeze_epochs: Annotated[
+        int, typer.Option(help="With --head epochs: epochs training only the new head.")
+    ] = 1,
     lr: Annotated[
-        str, typer.Option(help="Base learning rate, or 'auto' to run lr-find first.")
+        str, typer.Option(help="Base learning rate, or 'auto' to run lr-find after the head.")
     ] = "2e-3",
     arch: Annotated[
         str, typer.Option(help="efficientnet_lite0/1/2 or a timm name.")
@@ -77,7 +89,10 @@ def train(
         str | None,
         typer.Option(help="default, no_flip or none (default: none for audio and bytes)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Images per batch (default: at least 16 steps an epoch, at most 64)."),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Loader processes (default: automatic).")
     ] = None,
@@ -121,16 +136,15 @@ def train(
         balance=balance, precision=precision, history_plot=history_plot, train_bn=train_bn,
     )  # fmt: skip
     _, learner = train_folder(
-        path, options, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, arch=arch,
+        path, options, epochs=epochs, head=head, freeze_epochs=freeze_epochs, lr=lr, arch=arch,
         augment=augment, batch_size=batch_size, workers=workers, pretrained=pretrained,
         weights=weights, logger=RichLogger(console), on_data=lambda d: print_skipped(console, d),
         extras=extras,
     )  # fmt: skip
     bundle = learner.export(output)
     if learner.is_main:  # under `accelerate launch`, one process reports
-        console.print(
-            f"wrote {bundle} (error rate {learner.history[-1].error_rate:.4f})", soft_wrap=True
-        )
+        error = learner.final_metrics.error_rate if learner.final_metrics else math.nan
+        console.print(f"wrote {bundle} (error rate {error:.4f})", soft_wrap=True)
 
 
 @app.command()

@@ -66,6 +66,13 @@ class RichLogger:
             "  ".join(f"{c:>10}" for c in format_row(record)), highlight=False, soft_wrap=True
         )
 
+    def message(self, text: str, *, warning: bool = False) -> None:
+        style = "yellow" if warning else None
+        prefix = "warning: " if warning else ""
+        self.console.print(
+            f"{prefix}{text}", style=style, markup=False, highlight=False, soft_wrap=True
+        )
+
 
 def print_skipped(console: Console, data: ImageData) -> None:
     """Summarise the data, then list the files it skipped, each with its reason."""
@@ -113,24 +120,25 @@ def train_folder(
     path: Path,
     options: DataOptions,
     *,
-    epochs: int,
+    epochs: int | None,
     freeze_epochs: int,
     lr: str | float,
     arch: str,
     augment: str | None,
-    batch_size: int,
+    batch_size: int | None,
     workers: int | None,
     pretrained: bool,
     weights: Path | None,
     logger: RichLogger,
     on_data: Callable[[ImageData], object],
     extras: TrainExtras | None = None,
+    head: str = "fit",
 ) -> tuple[ImageData, Learner]:
     """Load ``path`` as the data ``options`` say, fine-tune ``arch`` on it, return
     (data, learner).
 
-    ``lr="auto"`` runs the learning-rate finder (frozen body, as fine_tune starts) and
-    uses its suggestion; when resuming, the rate of the interrupted run is reused.
+    ``lr="auto"`` runs the learning-rate finder after the head phase (``fine_tune``
+    with ``base_lr=None``); when resuming, the rate of the interrupted run is reused.
     """
     from ursa.train.distributed import is_main_process
     from ursa.train.learner import Learner
@@ -139,6 +147,8 @@ def train_folder(
     if extras.balance not in ("none", "weights", "sampler"):
         raise ConfigError(f"--balance {extras.balance}: use none, weights or sampler")
     base_lr = parse_lr(lr) if isinstance(lr, str) else lr
+    if head not in ("fit", "epochs"):
+        raise ConfigError(f"--head {head}: use fit (the head fitted first) or epochs (fastai's)")
     base: DataSettings = {"batch_size": batch_size, "num_workers": workers}
     if augment is not None:
         base["augment"] = augment
@@ -156,26 +166,25 @@ def train_folder(
     )  # fmt: skip
     if extras.resume is not None:
         learner.resume(extras.resume)
-        if base_lr is None:  # the rate the interrupted run found
-            first = learner.fits[0]
-            base_lr = first["lr_max"][-1] * (1 if first["frozen"] else 2)
-    if base_lr is None:
-        learner.freeze()
-        found = learner.lr_find()
-        base_lr = found.suggestion
-        if learner.is_main:
-            logger.console.print(f"lr-find suggests {base_lr:.2e} (valley)", highlight=False)
-    learner.fine_tune(epochs, base_lr=base_lr, freeze_epochs=freeze_epochs)
+        rated = [fit for fit in learner.fits if "lr_max" in fit]
+        if base_lr is None and rated:  # the rate the interrupted run found
+            base_lr = rated[0]["lr_max"][-1] * (1 if rated[0]["frozen"] else 2)
+    learner.fine_tune(
+        epochs,
+        base_lr=base_lr,
+        freeze_epochs=freeze_epochs,
+        head=head,  # type: ignore[arg-type]
+    )
     if extras.history_plot is not None and learner.is_main:
         learner.plot_history(extras.history_plot)
     return data, learner
 
 
 def find_lr(
-    path: Path, options: DataOptions, *, arch: str, batch_size: int, pretrained: bool,
-    weights: Path | None, plot: Path, unfrozen: bool,
+    path: Path, options: DataOptions, *, arch: str, batch_size: int | None, pretrained: bool,
+    weights: Path | None, plot: Path,
 ) -> tuple[LRFindResult, Path]:  # fmt: skip
-    """The learning-rate finder on ``path`` (frozen body unless ``unfrozen``), plot written."""
+    """The learning-rate finder on ``path`` (:meth:`Learner.lr_find`), plot written."""
     from ursa.train.learner import Learner
     from ursa.train.progress import SilentLogger
 
@@ -184,8 +193,6 @@ def find_lr(
         data, arch=arch, pretrained=pretrained, weights=weights, seed=options.seed_or_default,
         logger=SilentLogger(),
     )  # fmt: skip
-    if not unfrozen:
-        learner.freeze()
     result = learner.lr_find()
     return result, result.plot(plot)
 

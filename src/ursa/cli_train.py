@@ -21,17 +21,19 @@ def lr_find(
     arch: Annotated[str, typer.Option(help="efficientnet_lite0/1/2 or a timm name.")] = (
         "efficientnet_lite0"
     ),
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per batch (default: as ursa train chooses).")
+    ] = None,
     pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights.")] = True,
     weights: Annotated[Path | None, typer.Option(help="Local pretrained weights file.")] = None,
-    unfrozen: Annotated[bool, typer.Option(help="Sweep with every layer trainable.")] = False,
 ) -> None:
-    """Sweep the learning rate over one pass of PATH; print the suggestion, write the plot."""
+    """Sweep the learning rate of fine-tuning's unfrozen phase (after the head fit, as
+    `ursa train --lr auto` does) over one pass of PATH; print the suggestion, write the plot."""
     from ursa.cli_support import find_lr
 
     result, written = find_lr(
         path, options, arch=arch, batch_size=batch_size, pretrained=pretrained, weights=weights,
-        plot=plot, unfrozen=unfrozen,
+        plot=plot,
     )  # fmt: skip
     console.print(f"suggested learning rate (valley): {result.suggestion:.2e}", highlight=False)
     console.print(
@@ -39,6 +41,11 @@ def lr_find(
         f"{len(result.lrs)} steps{', stopped at divergence' if result.diverged else ''}",
         highlight=False,
     )
+    if result.unusable is not None:
+        console.print(
+            f"[yellow]this curve cannot be trusted ({result.unusable}): ursa train --lr auto "
+            f"would keep the default 2e-3[/]", highlight=False, soft_wrap=True,
+        )  # fmt: skip
     console.print(f"plot: {written}", soft_wrap=True)
 
 

@@ -35,7 +35,9 @@ def test_train_with_auto_lr_checkpoints_early_stopping_and_history_plot(tmp_path
     args += ["--balance", "weights", "--clip", "1.0", "--history-plot", str(history)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "lr-find suggests" in result.output and "macro_f1" in result.output
+    # 48 images in batches of 16: too few sweep steps for a curve, so the default stays
+    assert "lr-find cannot suggest a rate here (only" in result.output
+    assert "macro_f1" in result.output
     assert (runs / "last.ckpt").is_file() and history.read_bytes()[:4] == b"\x89PNG"
     with zipfile.ZipFile(bundle) as archive:
         config = json.loads(archive.read("config.json"))

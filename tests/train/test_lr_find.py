@@ -40,3 +40,13 @@ def test_lr_find_sweeps_suggests_plots_and_restores_everything(tmp_path: Path) -
     assert math.isclose(result.lrs[2] / result.lrs[1], ratio, rel_tol=1e-9)  # exponential
     png = result.plot(tmp_path / "lr.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_short_or_flat_sweep_is_called_unusable() -> None:
+    from ursa.train.lr_find import unusable_reason
+
+    falling = [2.0 - 0.01 * i for i in range(40)] + [3.0, 9.0]
+    assert unusable_reason(falling) is None
+    assert "only 10 steps" in (unusable_reason(falling[:10]) or "")
+    flat = [1.0 + 0.001 * (i % 3) for i in range(40)]
+    assert "never fell" in (unusable_reason(flat) or "")

@@ -13,6 +13,7 @@ from tests.conftest import TINY_ARCH, make_class_folder
 from ursa.data.core import ImageData
 from ursa.errors import ConfigError
 from ursa.train import FitOptions, Learner, SilentLogger
+from ursa.train.loop import _autocast_dtype, cpu_has_bf16
 
 
 def _learner(folder: Path, batch_size: int = 8, **kwargs: object) -> Learner:
@@ -95,11 +96,22 @@ def test_options_are_checked_together() -> None:
         assert field in message
 
 
-def test_mixed_precision_requests_keep_a_cpu_run_in_fp32(folder: Path) -> None:
+def test_fp16_on_a_cpu_runs_in_fp32_and_auto_takes_bf16_where_the_cpu_has_it(
+    folder: Path,
+) -> None:
     learner = _learner(folder, precision="fp16", device="cpu")
     records = learner.fit_one_cycle(1, 1e-2)
     assert learner.options.precision == "fp16" and math.isfinite(records[0].train_loss)
-    assert _learner(folder, device="cpu").options.precision == "fp32"  # auto on a CPU
+    assert _autocast_dtype(torch.device("cpu"), learner.options) is None  # fp16: CUDA only
+    auto = _learner(folder, device="cpu").options
+    assert auto.precision == ("bf16" if cpu_has_bf16() else "fp32")
+
+
+def test_bf16_on_a_cpu_trains_under_autocast(folder: Path) -> None:
+    learner = _learner(folder, precision="bf16", device="cpu")
+    assert _autocast_dtype(torch.device("cpu"), learner.options) == torch.bfloat16
+    records = learner.fine_tune(1, base_lr=1e-2)
+    assert all(math.isfinite(r.train_loss) for r in records)
 
 
 @pytest.mark.gpu

@@ -73,8 +73,9 @@ class DataConfig:
     """Seed for the split and the shuffling."""
     stratify: bool = True
     """Hold out the same fraction of every class."""
-    batch_size: int = 64
-    """Images per batch."""
+    batch_size: int | None = None
+    """Images per batch; None: chosen from the number of training images
+    (:func:`auto_batch_size`: at least 16 steps an epoch, at most 64 images a batch)."""
     augment: str | AugmentPipeline = "default"
     """Training augmentation: default, no_flip, none, or your own transforms.v2 pipeline
     (run after the resize, before normalisation; recorded in a bundle as "custom")."""
@@ -105,7 +106,7 @@ class DataConfig:
             problems.append(
                 f"valid_pct={self.valid_pct}: use a fraction from 0 up to 1 (exclusive)"
             )
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             problems.append(f"batch_size={self.batch_size}: use 1 or more")
         if isinstance(self.augment, str) and self.augment not in AUGMENT_PRESETS:
             problems.append(
@@ -138,7 +139,7 @@ class DataSettings(TypedDict, total=False):
     valid_pct: float
     seed: int
     stratify: bool
-    batch_size: int
+    batch_size: int | None
     augment: str | AugmentPipeline
     batch_augment: bool | None
     min_scale: float
@@ -157,6 +158,17 @@ def with_source(
     if method is not None and "input" in settings:
         raise ConfigError(f"{method} makes the input from its own settings: drop input")
     return {**source.data_defaults, **settings, "input": source}  # type: ignore[typeddict-item]
+
+
+MAX_AUTO_BATCH = 64
+MIN_STEPS = 16
+
+
+def auto_batch_size(train_images: int) -> int:
+    """The batch size for ``train_images``: small enough that an epoch has at least
+    :data:`MIN_STEPS` optimizer steps (a few hundred images at 64 a batch give only a
+    handful), at least 2 (batch norm needs two), at most :data:`MAX_AUTO_BATCH`."""
+    return max(2, min(MAX_AUTO_BATCH, train_images // MIN_STEPS))
 
 
 Splitter = Callable[[list[Item]], tuple[list[Item], list[Item]]]
@@ -453,6 +465,14 @@ class ImageData:
             spec=spec or DataSpec(),
         )
 
+    @property
+    def batch_size(self) -> int:
+        """Images per training batch: ``config.batch_size``, or when None the automatic
+        choice for this many training images (:func:`auto_batch_size`)."""
+        if self.config.batch_size is not None:
+            return self.config.batch_size
+        return auto_batch_size(len(self.train_items))
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class in each split: ``{"train": {...}, "valid": {...}}``."""
         return {"train": class_counts(self.train_items), "valid": class_counts(self.valid_items)}
@@ -501,7 +521,7 @@ class ImageData:
         if self.config.cache:
             train_set.cache = cache_dataset(train_set, name=f"{self.root} train")
             valid_set.cache = cache_dataset(valid_set, name=f"{self.root} valid")
-        batch = self.config.batch_size
+        batch = self.batch_size
         seed = self.config.seed
         return (
             make_loader(train_set, batch_size=batch, shuffle=True, seed=seed, num_workers=workers),

@@ -238,7 +238,7 @@ class Interpretation:
         workers = data.config.num_workers
         loader = make_loader(
             dataset,
-            batch_size=batch_size or data.config.batch_size,
+            batch_size=batch_size or data.batch_size,
             shuffle=False,
             seed=data.config.seed,
             num_workers=default_num_workers() if workers is None else workers,

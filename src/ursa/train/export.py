@@ -31,6 +31,7 @@ def export_learner(learner: Learner, path: Path) -> Path:
     """
     data = learner.data
     final = learner.validate() if data.valid_items else None
+    learner.final_metrics = final
     if not learner.is_main:
         if learner.accelerator is not None:
             learner.accelerator.wait_for_everyone()
@@ -40,7 +41,17 @@ def export_learner(learner: Learner, path: Path) -> Path:
         "epochs": len(learner.history),
         "seed": learner.seed,
         "pretrained": learner.pretrained,
-        "batch_size": data.config.batch_size,
+        "batch_size": data.batch_size,
+        "batch_size_automatic": data.config.batch_size is None,
+        "head_fit": None
+        if learner.head is None
+        else {
+            "weight_decay": _clean(learner.head.weight_decay),
+            "rows": learner.head.rows,
+            "cv_loss": learner.head.cv_loss,
+            "seconds": round(learner.head.seconds, 2),
+        },
+        "warnings": list(learner.warnings),
         "augment": data.config.augment_name,
         "valid_pct": data.config.valid_pct,
         "stratify": data.config.stratify,

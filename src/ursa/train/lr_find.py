@@ -50,6 +50,9 @@ class LRFindResult:
     """The rate of the lowest smoothed loss, divided by 10 (a cautious alternative)."""
     diverged: bool
     """Whether the sweep stopped early because the loss blew up."""
+    unusable: str | None = None
+    """Why the suggestion should not be used (too few steps, a curve that never falls),
+    or None (see :func:`unusable_reason`)."""
 
     def plot(self, path: str | Path) -> Path:
         """Loss against rate (log scale) with the suggestion marked, as a PNG."""
@@ -94,12 +97,16 @@ def lr_sweep(
             f"more training images (or a smaller batch size)"
         )
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
+    # Discriminative rates keep their ratios: each group's rate is the swept rate times
+    # its share of the largest group rate given (the head's).
+    top = max(group["lr"] for group in optimizer.param_groups)
+    shares = [group["lr"] / top for group in optimizer.param_groups]
     model.train()
     try:
         for images, labels in _chunks(batches, pieces):
             lr = start_lr * factor ** len(lrs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for group, share in zip(optimizer.param_groups, shares, strict=True):
+                group["lr"] = lr * share
             memory_format = torch.channels_last if channels_last else torch.contiguous_format
             images = images.to(device, memory_format=memory_format)  # (b, 3, H, W)
             loss = loss_fn(model(images).float(), labels.to(device))
@@ -136,7 +143,25 @@ def lr_sweep(
         steepest=steepest(lrs, smooth),
         minimum=lrs[int(np.nanargmin(smooth))] / 10,
         diverged=diverged,
+        unusable=unusable_reason(smooth),
     )
+
+
+MIN_USABLE_STEPS = 20
+MIN_FALL = 0.1
+
+
+def unusable_reason(losses: list[float]) -> str | None:
+    """Why a sweep's curve cannot be trusted, or None: fewer than :data:`MIN_USABLE_STEPS`
+    points (a small dataset), or a smoothed loss that never falls :data:`MIN_FALL` below
+    where it started (a flat curve: its "valley" is noise)."""
+    if len(losses) < MIN_USABLE_STEPS:
+        return f"only {len(losses)} steps in one pass of the data, {MIN_USABLE_STEPS} needed"
+    values = np.nan_to_num(np.asarray(losses, dtype=np.float64), nan=np.inf)
+    lowest = float(values.min())
+    if not lowest < values[0] * (1 - MIN_FALL):
+        return f"the loss never fell {100 * MIN_FALL:.0f} % below where it started"
+    return None
 
 
 def valley(lrs: list[float], losses: list[float]) -> float:

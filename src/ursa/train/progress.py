@@ -5,10 +5,13 @@ The CLI plugs in a rich progress bar; a notebook or a script gets plain text.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, TextIO
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class TrainingLogger(Protocol):
     def end_epoch(self, record: EpochRecord) -> None:
         """The epoch finished and was validated."""
 
+    def message(self, text: str, *, warning: bool = False) -> None:
+        """A line for the user: what training chose, or a ``warning`` about the result."""
+
 
 class PrintLogger:
     """Prints the epoch table as plain text; a one-line progress bar when stderr is a terminal."""
@@ -90,9 +96,13 @@ class PrintLogger:
             print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
         print("  ".join(f"{c:>10}" for c in format_row(record)), file=self.stream, flush=True)
 
+    def message(self, text: str, *, warning: bool = False) -> None:
+        print(f"warning: {text}" if warning else text, file=self.stream, flush=True)
+
 
 class SilentLogger:
-    """Reports nothing (tests, library use inside other tools)."""
+    """Reports nothing (tests, library use inside other tools); warnings still reach
+    :mod:`logging`."""
 
     def start_epoch(self, epoch: int, steps: int, phase: str) -> None:
         pass
@@ -102,3 +112,7 @@ class SilentLogger:
 
     def end_epoch(self, record: EpochRecord) -> None:
         pass
+
+    def message(self, text: str, *, warning: bool = False) -> None:
+        if warning:
+            log.warning("%s", text)
