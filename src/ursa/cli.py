@@ -109,7 +109,7 @@ def train(
     ] = None,
     monitor: Annotated[
         str, typer.Option(help="valid_loss, error_rate, accuracy or macro_f1.")
-    ] = "valid_loss",
+    ] = "error_rate",
     keep_best: Annotated[bool, typer.Option(help="End with the best epoch's weights.")] = False,
     accumulate: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
     clip: Annotated[float | None, typer.Option(help="Clip gradient norm to this.")] = None,

@@ -92,7 +92,7 @@ class TrainExtras:
     checkpoint_dir: Path | None = None
     resume: Path | None = None
     early_stop: int | None = None
-    monitor: str = "valid_loss"
+    monitor: str = "error_rate"
     keep_best: bool = False
     accumulate: int = 1
     clip: float | None = None

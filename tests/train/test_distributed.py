@@ -52,9 +52,15 @@ def test_two_processes_split_the_batches_gather_metrics_once_and_export_once(
 
     data = ImageData.from_folder(folder, size=32, batch_size=4, num_workers=0, seed=0)
     assert len(data.valid_items) % 8 != 0
-    single_batches = (len(data.train_items) // 4) * 2  # 2 epochs (frozen + unfrozen)
+    single_batches = len(data.train_items) // 4  # 1 unfrozen epoch (the head is fitted)
     reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["train_batches"] for r in reports] == [single_batches // 2] * 2
+    # The head fit's features: each process computes its half of the two passes (plain and
+    # mirrored, padded by at most a batch each), and both end with every row.
+    rows = 2 * len(data.train_items)
+    assert [r["head_rows"] for r in reports] == [rows, rows]
+    for report in reports:
+        assert rows // 2 <= report["feature_images"] <= rows // 2 + 2 * 32
 
     assert sorted(p.name for p in out.iterdir()) == ["model.ursa", "rank0.json", "rank1.json"]
     with zipfile.ZipFile(out / "model.ursa") as bundle:

@@ -98,7 +98,7 @@ class Learner:
         clip_norm: float | None = None,
         precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
         channels_last: bool = True,
-        monitor: str = "valid_loss",
+        monitor: str = "error_rate",
         patience: int | None = None,
         keep_best: bool = False,
         keep_bn_stats: bool = True,

@@ -44,8 +44,11 @@ class FitOptions:
     loss scaler)."""
     channels_last: bool = False
     """Feed NHWC batches (the model must be converted too; far faster convolutions on CPU)."""
-    monitor: str = "valid_loss"
-    """Metric for early stopping and keep-best: valid_loss, error_rate, accuracy or macro_f1."""
+    monitor: str = "error_rate"
+    """Metric for early stopping and keep-best: valid_loss, error_rate, accuracy or macro_f1.
+    error_rate by default, ties keeping the earlier epoch: on Fashion-MNIST at 100 a class
+    valid_loss preferred a fine-tuned epoch at 13.2 % validation error to the head fit's
+    11.6 % (its loss was lower by 1 %), and that model lost to the linear probe on test."""
     patience: int | None = None
     """Stop after this many epochs without improvement of ``monitor``; None: never."""
     min_delta: float = 0.0
