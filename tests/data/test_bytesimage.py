@@ -111,7 +111,9 @@ def test_from_bytes_folder_reads_every_file_the_same_way_everywhere(tmp_path: Pa
     root = _write_files(tmp_path / "files")
     (root / "text" / ".hidden").write_bytes(b"never looked at")
     (root / "text" / "empty.dat").write_bytes(b"")
-    data = ImageData.from_bytes_folder(root, width=64, size=32, valid_pct=0.25, num_workers=0)
+    data = ImageData.from_bytes_folder(
+        root, width=64, size=32, valid_pct=0.25, num_workers=0, batch_size=16
+    )
     assert data.class_names == ["random", "text"]
     assert len(data.train_items) + len(data.valid_items) == 16
     assert [Path(e.source).name for e in data.skipped] == ["empty.dat"]

@@ -522,10 +522,15 @@ class ImageData:
             train_set.cache = cache_dataset(train_set, name=f"{self.root} train")
             valid_set.cache = cache_dataset(valid_set, name=f"{self.root} valid")
         batch = self.batch_size
+        # Validation has no batch norm to feed: an automatic training batch of a few images
+        # would only make it slow, so it runs MAX_AUTO_BATCH at a time.
+        valid_batch = max(batch, MAX_AUTO_BATCH) if self.config.batch_size is None else batch
         seed = self.config.seed
         return (
             make_loader(train_set, batch_size=batch, shuffle=True, seed=seed, num_workers=workers),
-            make_loader(valid_set, batch_size=batch, shuffle=False, seed=seed, num_workers=workers),
+            make_loader(
+                valid_set, batch_size=valid_batch, shuffle=False, seed=seed, num_workers=workers
+            ),
         )
 
     def dataset(

@@ -141,7 +141,7 @@ class Interpretation:
                 "epochs": len(learner.history),
                 "seed": learner.seed,
                 "pretrained": learner.pretrained,
-                "batch_size": learner.data.config.batch_size,
+                "batch_size": learner.data.batch_size,
                 "augment": learner.data.config.augment_name,
                 "valid_pct": learner.data.config.valid_pct,
                 "train_images": len(learner.data.train_items),

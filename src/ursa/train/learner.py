@@ -766,15 +766,15 @@ class Learner:
         return classification_metrics(logits, labels, loss)
 
     def _logits(self, batches: Any, *, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validation logits in the training precision (as each epoch was validated, so the
-        final metrics and the epoch table agree)."""
+        """Validation logits in fp32, as the exported model computes them (the epoch
+        table's validation runs in the training precision, for speed; under bf16 the two
+        differ in the last digits)."""
         model: nn.Module = self.model
         if tta:
             model = _TTAModel(self.model, flip=self.data.config.augment == "default")
         return predict_logits(
             model, batches, device=self.device, accelerator=self.accelerator,
             channels_last=self.options.channels_last,
-            autocast=functools.partial(autocast_context, self.device, self.options),
         )  # fmt: skip
 
     @torch.inference_mode()
