@@ -166,9 +166,6 @@ def train_folder(
     )  # fmt: skip
     if extras.resume is not None:
         learner.resume(extras.resume)
-        rated = [fit for fit in learner.fits if "lr_max" in fit]
-        if base_lr is None and rated:  # the rate the interrupted run found
-            base_lr = rated[0]["lr_max"][-1] * (1 if rated[0]["frozen"] else 2)
     learner.fine_tune(
         epochs,
         base_lr=base_lr,

@@ -117,3 +117,17 @@ def test_resume_is_exact_with_loader_workers_too(
     expected = straight.model.state_dict()
     for name, tensor in resumed.model.state_dict().items():
         assert torch.equal(tensor, expected[name]), name
+
+
+def test_resuming_a_finished_run_ends_with_the_weights_it_kept(
+    folder: Path, uninterrupted: Learner, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    finished = _learner(folder, checkpoint_dir=runs)
+    finished.fine_tune(2, base_lr=1e-2)  # the checkpoint is written as the last epoch ends
+    resumed = _learner(folder, checkpoint_dir=runs)
+    resumed.resume(runs)
+    assert resumed.fine_tune(2, base_lr=1e-2) == []  # nothing left to train
+    expected = uninterrupted.model.state_dict()
+    for name, tensor in resumed.model.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name  # keep-best's choice, not the last

@@ -171,7 +171,8 @@ def fit_linear(
     rows: np.ndarray | None = None,
     max_iter: int = 300,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(weight (C, D), bias (C,), final loss) minimising mean ``loss_fn`` + ``wd/2 ||W||²``
+    """(weight (C, D), bias (C,), final mean loss without the penalty) minimising mean
+    ``loss_fn`` + ``wd/2 ||W||²``
     on the features divided by their RMS (``rows``: a subset of them), by full-batch L-BFGS.
 
     The problem is convex, so the result does not depend on the starting point (zeros);
@@ -205,7 +206,8 @@ def fit_linear(
 
     with torch.enable_grad():
         optimizer.step(closure)
-        loss = float(closure())  # step() returns the loss at the start; this is at the end
+        # step() returns the loss at the start; this is the data term at the end
+        loss = float(closure()) - 0.5 * weight_decay * float(weight.detach().square().sum())
     return weight.detach() / scale, bias.detach(), loss
 
 
@@ -249,9 +251,11 @@ def choose_weight_decay(
     grid: Iterable[float] = WEIGHT_DECAYS,
     folds: int = 5,
     seed: int = 0,
+    loss_fn: nn.Module | None = None,
 ) -> tuple[float, float | None]:
     """(weight decay, its mean held-out cross-entropy) by stratified k-fold
-    cross-validation over images (at most :data:`CV_MAX_IMAGES` of them); with fewer than
+    cross-validation over images (at most :data:`CV_MAX_IMAGES` of them; fitted with
+    ``loss_fn``, scored by plain cross-entropy); with fewer than
     2 images in some class, no folds can be made: the middle of the grid, and None."""
     candidates = sorted(grid)
     subset = _cv_subset(features, CV_MAX_IMAGES, seed)
@@ -271,7 +275,7 @@ def choose_weight_decay(
             train_rows = np.flatnonzero(fold_of != fold)
             test_rows = np.flatnonzero(fold_of == fold)
             weight, bias, _ = fit_linear(
-                sub, num_classes, weight_decay, rows=train_rows, max_iter=100
+                sub, num_classes, weight_decay, loss_fn=loss_fn, rows=train_rows, max_iter=100
             )
             with torch.no_grad():
                 logits = torch.from_numpy(sub.values[test_rows]).float() @ weight.T + bias
@@ -294,7 +298,9 @@ def fit_linear_head(
     started = time.perf_counter()
     cv_loss = None
     if weight_decay is None:
-        weight_decay, cv_loss = choose_weight_decay(features, num_classes, seed=seed)
+        weight_decay, cv_loss = choose_weight_decay(
+            features, num_classes, seed=seed, loss_fn=loss_fn
+        )
     weight, bias, loss = fit_linear(features, num_classes, weight_decay, loss_fn=loss_fn)
     return HeadFit(
         weight=weight,

@@ -101,7 +101,7 @@ class Learner:
         monitor: str = "error_rate",
         patience: int | None = None,
         keep_best: bool = False,
-        keep_bn_stats: bool = True,
+        keep_bn_stats: bool | None = None,
         checkpoint_dir: str | Path | None = None,
         distributed: bool | None = None,
     ) -> None:
@@ -146,7 +146,10 @@ class Learner:
             monitor=monitor,
             patience=patience,
             keep_best=keep_best,
-            keep_bn_stats=keep_bn_stats,
+            # Random weights have no statistics worth keeping.
+            keep_bn_stats=(pretrained or weights is not None)
+            if keep_bn_stats is None
+            else keep_bn_stats,
         )
         self.balanced_sampler = balanced_sampler
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -303,8 +306,12 @@ class Learner:
         }
         fit_index, self._fit_index = self._fit_index, self._fit_index + 1
         start_epoch = self._resume_point(fit_index, settings)
-        if start_epoch is None:
-            return []  # this fit finished before the checkpoint being resumed was written
+        if start_epoch is None:  # this fit finished before the checkpoint was written
+            finished = self._resumed_baseline
+            keeps = keep_best if keep_best is not None else self.options.keep_best
+            if keeps and finished is not None and finished.state is not None:
+                unwrap(self.model).load_state_dict(finished.state)  # as the run ended
+            return []
         train_loader, valid_loader = self._dataloaders()
         if len(train_loader) == 0:
             raise DataError("no training images; add images to the class folders")
@@ -502,7 +509,7 @@ class Learner:
         generator = getattr(train_loader, "generator", None)
         loader_state = generator.get_state() if generator is not None else None
         try:
-            if self.head is None:
+            if self.head is None and not self.history:  # a fresh learner: as fine_tune starts
                 self._fit_head_weights(0, None)
             self.unfreeze()
             optimizer, _ = self._optimizer((start_lr / lr_mult, start_lr))
@@ -510,6 +517,7 @@ class Learner:
                 self.model, train_loader, optimizer, loss_fn=self.loss_fn, device=self.device,
                 steps=steps, batch_size=self.data.batch_size, start_lr=start_lr,
                 end_lr=end_lr, channels_last=self.options.channels_last,
+                keep_bn_stats=self.options.keep_bn_stats,
             )  # fmt: skip
         finally:
             unwrap(self.model).load_state_dict(saved)
@@ -682,7 +690,7 @@ class Learner:
         find = base_lr is None
         base_lr = DEFAULT_LR if base_lr is None else base_lr
         plan = self._plan(epochs, chosen, base_lr / 2, lr_mult, head, freeze_epochs, find)
-        self.logger.message(plan)
+        self._say(plan)
         baseline = None
         if head == "fit":
             self.freeze()
@@ -692,7 +700,9 @@ class Learner:
             self.freeze()
             self.fit_one_cycle(freeze_epochs, base_lr, pct_start=0.99, phase="frozen")
         if find:
-            base_lr = self._found_lr(lr_mult)
+            rated = [fit for fit in self.fits if fit.get("frozen") is False]
+            # Resuming: the rate the interrupted run found, not a sweep of half-tuned weights.
+            base_lr = 2 * rated[-1]["lr_max"][-1] if rated else self._found_lr(lr_mult)
         base_lr /= 2
         self.unfreeze()
         self.fit_one_cycle(
@@ -700,28 +710,39 @@ class Learner:
             phase="unfrozen", keep_best=keep_best, baseline=baseline,
         )  # fmt: skip
         if baseline is not None and baseline.best_epoch == first:
-            self.logger.message(
+            self._say(
                 f"fine-tuning did not improve the head fit's {baseline.monitor} "
                 f"({baseline.best:.4f}): the model keeps the head fit's weights"
             )
+        kept = self.history[-1]
+        if baseline is not None and baseline.state is not None:
+            kept = next((r for r in self.history if r.epoch == baseline.best_epoch), kept)
         self.warnings = training_warnings(
-            self.history[-1].error_rate, len(self.class_names), len(self.data.valid_items)
+            kept.error_rate, len(self.class_names), len(self.data.valid_items)
         )
         for warning in self.warnings:
-            self.logger.message(warning, warning=True)
+            self._say(warning, warning=True)
         return self.history[first:]
 
     def _found_lr(self, lr_mult: float) -> float:
         """``base_lr`` from the learning-rate finder, or the default where it cannot tell."""
         found = self.lr_find(lr_mult=lr_mult)
         if found.unusable is not None:
-            self.logger.message(
+            self._say(
                 f"lr-find cannot suggest a rate here ({found.unusable}); keeping the default "
                 f"base rate {DEFAULT_LR:g}"
             )
             return DEFAULT_LR
-        self.logger.message(f"lr-find suggests {found.suggestion:.2e} (valley) for the head")
+        self._say(f"lr-find suggests {found.suggestion:.2e} (valley) for the head")
         return 2 * found.suggestion  # fine_tune halves base_lr for the unfrozen phase
+
+    def _say(self, text: str, *, warning: bool = False) -> None:
+        """A message through the logger (older loggers without ``message``: logging)."""
+        message = getattr(self.logger, "message", None)
+        if message is not None:
+            message(text, warning=warning)
+        elif warning:
+            log.warning("%s", text)
 
     def _plan(
         self,

@@ -56,8 +56,9 @@ class FitOptions:
     keep_best: bool = False
     """At the end, restore the weights of the epoch with the best ``monitor``."""
     keep_bn_stats: bool = True
-    """Batch norm keeps the running statistics it has (pretrained, or as the frozen epochs
-    left them) instead of re-estimating them from each training batch; its scale and
+    """Batch norm keeps the running statistics it has (the pretrained ones) instead of
+    re-estimating them from each training batch (the Learner's default: on when the weights
+    are pretrained); its scale and
     shift still learn. The head fit's features were computed with those statistics, and
     small batches estimate them badly: measured on Fashion-MNIST, 100 images a class, two
     epochs after the head fit ended at 12.6 % error with them kept, 29.0 % re-estimated."""
@@ -298,10 +299,11 @@ def _autocast_dtype(device: torch.device, options: FitOptions) -> torch.dtype | 
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): oneDNN's own check."""
+    """Whether this CPU has bf16 instructions (AVX-512 BF16 or AMX). oneDNN also runs bf16
+    on plain AVX-512 by emulation, slower than fp32, so that does not count."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
         return False
 
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ursa.errors import ConfigError, DataError
+from ursa.train.loop import set_train_mode
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ def lr_sweep(
     beta: float = 0.98,
     diverge: float = 4.0,
     channels_last: bool = False,
+    keep_bn_stats: bool = False,
 ) -> LRFindResult:
     """Sweep up to ``steps`` rates over one pass of ``batches`` (of ``batch_size`` images;
     each may be cut in pieces so that a small dataset still gives a curve), then restore
@@ -101,7 +103,7 @@ def lr_sweep(
     # its share of the largest group rate given (the head's).
     top = max(group["lr"] for group in optimizer.param_groups)
     shares = [group["lr"] / top for group in optimizer.param_groups]
-    model.train()
+    set_train_mode(model, frozen=False, keep_bn_stats=keep_bn_stats)  # as fit() trains
     try:
         for images, labels in _chunks(batches, pieces):
             lr = start_lr * factor ** len(lrs)
