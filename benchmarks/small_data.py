@@ -202,32 +202,15 @@ def run_probe(data: Path, size: int, seed: int) -> dict[str, float]:
 
 
 def run_fastai(data: Path, size: int, seed: int) -> dict[str, float]:
-    from fastai.vision.all import (
-        ImageDataLoaders,
-        Normalize,
-        RandomResizedCrop,
-        aug_transforms,
-        error_rate,
-        set_seed,
-        vision_learner,
-    )
+    from vs_fastai import fastai_learner  # this folder: the one fastai set-up both share
 
     from ursa.data.core import auto_batch_size
-    from ursa.models import create_model
 
-    def efficientnet_lite0(pretrained: bool = True) -> object:
-        # ursa's loader of the offline ImageNet weights; fastai cuts before the pooling.
-        return create_model("efficientnet_lite0", 1000, pretrained=pretrained)
-
-    set_seed(seed)
     started = time.perf_counter()
     train_images = sum(1 for _ in (data / "train").rglob("*.png"))
-    loaders = ImageDataLoaders.from_folder(
-        data, train="train", valid="valid", bs=auto_batch_size(train_images),
-        item_tfms=RandomResizedCrop(size, min_scale=0.5),
-        batch_tfms=[*aug_transforms(), Normalize.from_stats([0.5] * 3, [0.5] * 3)],
-    )  # fmt: skip
-    learner = vision_learner(loaders, efficientnet_lite0, metrics=error_rate, normalize=False)
+    learner = fastai_learner(
+        data, size=size, batch_size=auto_batch_size(train_images), min_scale=0.5, seed=seed
+    )
     with learner.no_bar(), learner.no_logging():
         learner.fine_tune(3)
         _, valid_error = learner.validate()

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 FASHION_NAMES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
@@ -82,7 +83,11 @@ def run_ursa(data: Path, base_lr: float) -> dict[str, float]:
     return {"seconds": time.perf_counter() - started, "error_rate": error}
 
 
-def run_fastai(data: Path, base_lr: float) -> dict[str, float]:
+def fastai_learner(data: Path, *, size: int, batch_size: int, min_scale: float, seed: int) -> Any:
+    """fastai's ``vision_learner`` on ``data/{train,valid}``: EfficientNet-Lite0 with ursa's
+    offline ImageNet weights (fastai cuts it before the pooling and adds its own head),
+    random-resized crops of ``min_scale`` plus ``aug_transforms()``, normalised as Lite0
+    expects; seeded. ``small_data.py`` builds its fastai side with this too."""
     from fastai.vision.all import (
         ImageDataLoaders,
         Normalize,
@@ -96,17 +101,20 @@ def run_fastai(data: Path, base_lr: float) -> dict[str, float]:
     from ursa.models import create_model
 
     def efficientnet_lite0(pretrained: bool = True) -> object:
-        # ursa's loader of the offline ImageNet weights; fastai cuts before the pooling.
         return create_model("efficientnet_lite0", 1000, pretrained=pretrained)
 
-    set_seed(42)  # python, numpy and torch generators: the head's init and the shuffling
-    started = time.perf_counter()
+    set_seed(seed)  # python, numpy and torch generators: the head's init and the shuffling
     loaders = ImageDataLoaders.from_folder(
-        data, train="train", valid="valid", bs=BATCH,
-        item_tfms=RandomResizedCrop(SIZE, min_scale=0.35),
+        data, train="train", valid="valid", bs=batch_size,
+        item_tfms=RandomResizedCrop(size, min_scale=min_scale),
         batch_tfms=[*aug_transforms(), Normalize.from_stats([0.5] * 3, [0.5] * 3)],
     )  # fmt: skip
-    learner = vision_learner(loaders, efficientnet_lite0, metrics=error_rate, normalize=False)
+    return vision_learner(loaders, efficientnet_lite0, metrics=error_rate, normalize=False)
+
+
+def run_fastai(data: Path, base_lr: float) -> dict[str, float]:
+    started = time.perf_counter()
+    learner = fastai_learner(data, size=SIZE, batch_size=BATCH, min_scale=0.35, seed=42)
     with learner.no_bar():
         learner.fine_tune(EPOCHS, base_lr=base_lr)
     _, error = learner.validate()
