@@ -110,7 +110,14 @@ def train(
     monitor: Annotated[
         str, typer.Option(help="valid_loss, error_rate, accuracy or macro_f1.")
     ] = "error_rate",
-    keep_best: Annotated[bool, typer.Option(help="End with the best epoch's weights.")] = False,
+    keep_best: Annotated[
+        bool,
+        typer.Option(
+            "--keep-best/--no-keep-best",
+            help="End with the best validated weights (the head fit or an epoch); "
+            "--no-keep-best ends with the last epoch's.",
+        ),
+    ] = True,
     accumulate: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
     clip: Annotated[float | None, typer.Option(help="Clip gradient norm to this.")] = None,
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing, e.g. 0.1.")] = 0.0,

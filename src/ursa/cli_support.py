@@ -93,7 +93,7 @@ class TrainExtras:
     resume: Path | None = None
     early_stop: int | None = None
     monitor: str = "error_rate"
-    keep_best: bool = False
+    keep_best: bool = True
     accumulate: int = 1
     clip: float | None = None
     label_smoothing: float = 0.0
@@ -171,6 +171,7 @@ def train_folder(
         base_lr=base_lr,
         freeze_epochs=freeze_epochs,
         head=head,  # type: ignore[arg-type]
+        keep_best=extras.keep_best,
     )
     if extras.history_plot is not None and learner.is_main:
         learner.plot_history(extras.history_plot)

@@ -60,3 +60,18 @@ def test_train_rejects_a_bad_learning_rate_and_balance(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "none, weights or sampler" in result.output
     result = runner.invoke(app, [*base, "--resume", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "no checkpoint" in result.output
+
+
+def test_no_keep_best_ends_with_the_last_epoch(tmp_path: Path) -> None:
+    """fine_tune keeps the best weights by default; --no-keep-best turns that off (it
+    used to set only an option fine_tune then overrode)."""
+    folder = make_class_folder(tmp_path / "c", per_class=12)
+    bundle = tmp_path / "m.ursa"
+    args = ["train", str(folder), "-o", str(bundle), *TINY, "--workers", "0", "--epochs", "2"]
+    result = runner.invoke(app, [*args, "--no-keep-best", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(bundle) as archive:
+        config = json.loads(archive.read("config.json"))
+        metrics = json.loads(archive.read("metrics.json"))
+    assert config["training"]["options"]["keep_best"] is False
+    assert metrics["final"]["error_rate"] == metrics["history"][-1]["error_rate"]

@@ -116,6 +116,10 @@ def test_report_names_the_known_limits_and_the_sources(trained: Trained, tmp_pat
     assert "only 8 validation images" in page  # every class: 8 (red: 9)
     assert "cc-by 4.0" in page and "Ann Example" in page and "openverse" in page
     assert "no recorded licence" in page  # most images were added by hand
+    # fine_tune's first fit is the head fit: no epochs or rates to show for it.
+    head_row = page[page.index("fit 1") :][:200]
+    assert "head fitted on the frozen body" in head_row and "weight decay" in head_row, head_row
+    assert "lr []" not in page
 
 
 def test_errors_say_what_to_do(trained: Trained, tmp_path: Path) -> None:

@@ -132,23 +132,13 @@ class Interpretation:
         cls, learner: Learner, split: str = "valid", *, batch_size: int | None = None
     ) -> Interpretation:
         """Interpret ``learner``'s model on ``split`` of its own data."""
+        from ursa.train.export import training_record
+
         summary = ModelSummary(
             arch=learner.arch,
             timm_name=learner.timm_name,
             preprocess=learner.preprocess,
-            training={
-                "fits": learner.fits,
-                "epochs": len(learner.history),
-                "seed": learner.seed,
-                "pretrained": learner.pretrained,
-                "batch_size": learner.data.batch_size,
-                "augment": learner.data.config.augment_name,
-                "valid_pct": learner.data.config.valid_pct,
-                "train_images": len(learner.data.train_items),
-                "valid_images": len(learner.data.valid_items),
-                "train_seconds": round(learner.train_seconds, 2),
-                "device": str(learner.device),
-            },
+            training=training_record(learner),
             history=[record.to_dict() for record in learner.history],
             dataset_fingerprint=learner.data.fingerprint,
             source="Learner",

@@ -379,6 +379,11 @@ def _training_section(interp: Interpretation, rendered: Rendered) -> str:
         ("epochs", training.get("epochs", "?")),
     ]
     for number, fit in enumerate(training.get("fits", []) or [], start=1):
+        if not isinstance(fit, dict):
+            continue
+        if fit.get("head") == "fit":
+            rows.append((f"fit {number}", _head_fit_text(training.get("head_fit"))))
+            continue
         rates = fit.get("lr_max", [])
         rows.append(
             (f"fit {number}", f"{fit.get('epochs')} epochs, lr {rates}, "
@@ -394,6 +399,18 @@ def _training_section(interp: Interpretation, rendered: Rendered) -> str:
     else:
         parts.append("<p>No training history (the model was not trained by ursa's loop).</p>")
     return "".join(parts)
+
+
+def _head_fit_text(record: Any) -> str:
+    """The head fit's row: no epochs or rates, a convex fit on the frozen body's features."""
+    text = "head fitted on the frozen body's features (L-BFGS)"
+    if isinstance(record, dict):
+        decay, rows = record.get("weight_decay"), record.get("rows")
+        if isinstance(decay, int | float):
+            text += f", weight decay {decay:g}"
+        if isinstance(rows, int):
+            text += f", {rows:,} feature rows"
+    return text
 
 
 def _metrics_section(interp: Interpretation) -> str:

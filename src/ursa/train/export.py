@@ -36,36 +36,7 @@ def export_learner(learner: Learner, path: Path) -> Path:
         if learner.accelerator is not None:
             learner.accelerator.wait_for_everyone()
         return path
-    training: dict[str, Any] = {
-        "fits": learner.fits,
-        "epochs": len(learner.history),
-        "seed": learner.seed,
-        "pretrained": learner.pretrained,
-        "batch_size": data.batch_size,
-        "batch_size_automatic": data.config.batch_size is None,
-        "head_fit": None
-        if learner.head is None
-        else {
-            "weight_decay": _clean(learner.head.weight_decay),
-            "rows": learner.head.rows,
-            "cv_loss": learner.head.cv_loss,
-            "seconds": round(learner.head.seconds, 2),
-        },
-        "warnings": list(learner.warnings),
-        "augment": data.config.augment_name,
-        "valid_pct": data.config.valid_pct,
-        "stratify": data.config.stratify,
-        "data": data.spec.to_dict(),
-        "train_images": len(data.train_items),
-        "valid_images": len(data.valid_items),
-        "skipped_files": len(data.skipped),
-        "train_seconds": round(learner.train_seconds, 2),
-        "device": str(learner.device),
-        "options": asdict(learner.options),
-        "processes": 1 if learner.accelerator is None else learner.accelerator.num_processes,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-    }
+    training = training_record(learner)
     config = BundleConfig(
         arch=learner.arch,
         timm_name=learner.timm_name,
@@ -106,3 +77,39 @@ def export_learner(learner: Learner, path: Path) -> Path:
     if learner.accelerator is not None:
         learner.accelerator.wait_for_everyone()
     return written
+
+
+def training_record(learner: Learner) -> dict[str, Any]:
+    """What the bundle's ``training`` record says about ``learner``'s run (the report's
+    training section reads the same record, for a bundle or a learner in memory)."""
+    data = learner.data
+    return {
+        "fits": learner.fits,
+        "epochs": len(learner.history),
+        "seed": learner.seed,
+        "pretrained": learner.pretrained,
+        "batch_size": data.batch_size,
+        "batch_size_automatic": data.config.batch_size is None,
+        "head_fit": None
+        if learner.head is None
+        else {
+            "weight_decay": _clean(learner.head.weight_decay),
+            "rows": learner.head.rows,
+            "cv_loss": learner.head.cv_loss,
+            "seconds": round(learner.head.seconds, 2),
+        },
+        "warnings": list(learner.warnings),
+        "augment": data.config.augment_name,
+        "valid_pct": data.config.valid_pct,
+        "stratify": data.config.stratify,
+        "data": data.spec.to_dict(),
+        "train_images": len(data.train_items),
+        "valid_images": len(data.valid_items),
+        "skipped_files": len(data.skipped),
+        "train_seconds": round(learner.train_seconds, 2),
+        "device": str(learner.device),
+        "options": asdict(learner.options),
+        "processes": 1 if learner.accelerator is None else learner.accelerator.num_processes,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+    }
