@@ -37,6 +37,12 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"})
 SILENCE = 1e-5
 
 
+#: Longest clip ``max_seconds`` may allow.
+MAX_CLIP_SECONDS = 3600.0
+#: Largest spectrogram picture the settings may ask for (a 4,096-pixel square).
+MAX_PICTURE_PIXELS = 4096 * 4096
+
+
 @dataclass(frozen=True)
 class AudioInput(InputSource):
     """Audio clips drawn as log-mel spectrograms (``n_mels`` high, one column per hop)."""
@@ -87,8 +93,18 @@ class AudioInput(InputSource):
             )
         if not self.top_db > 0:
             problems.append(f"top_db={self.top_db!r}: use a positive number of decibels")
-        if not self.max_seconds >= self.duration:
-            problems.append(f"max_seconds={self.max_seconds!r}: use at least duration")
+        if not MAX_CLIP_SECONDS >= self.max_seconds >= self.duration:
+            problems.append(
+                f"max_seconds={self.max_seconds!r}: use at least duration, at most "
+                f"{MAX_CLIP_SECONDS:g}"
+            )
+        if not problems and self.frames * self.n_mels > MAX_PICTURE_PIXELS:
+            # A bundle's settings are not trusted: hop 1 at 384 kHz for 600 s is a
+            # 100-gigapixel picture.
+            problems.append(
+                f"hop_length={self.hop_length}: the picture would be {self.n_mels} × "
+                f"{self.frames:,} pixels, more than {MAX_PICTURE_PIXELS:,}; raise hop_length"
+            )
         if problems:
             raise ConfigError("invalid audio settings:\n  " + "\n  ".join(problems))
         empty = int(np.sum(self._filterbank.sum(axis=1) == 0))

@@ -39,6 +39,7 @@ from ursa.data.preprocess import (
 )
 from ursa.data.sources import IMAGE_INPUT, InputSource
 from ursa.errors import ConfigError, DataError, ImageError
+from ursa.safepaths import class_name_problem
 
 if TYPE_CHECKING:
     import torch
@@ -162,6 +163,25 @@ def with_source(
 
 MAX_AUTO_BATCH = 64
 MIN_STEPS = 16
+
+
+def _check_class_names(root: Path, items: Sequence[Item]) -> None:
+    """Refuse labels that cannot be class names, before any file is decoded.
+
+    A class name becomes a folder name (the cleaner moves images into it) and is
+    written into the bundle, whose loader refuses the same names.
+    """
+    bad = {}
+    for label in sorted({item.label for item in items}):
+        problem = class_name_problem(label)
+        if problem is not None:
+            bad[label] = problem
+    if bad:
+        listed = "; ".join(f"{label!r} {problem}" for label, problem in list(bad.items())[:5])
+        raise DataError(
+            f"{root}: {len(bad)} label(s) cannot be class names ({listed}); a class name "
+            f"becomes a folder name: rename those folders or fix those labels"
+        )
 
 
 def auto_batch_size(train_images: int) -> int:
@@ -429,6 +449,7 @@ class ImageData:
         is the seeded random split of ``config``. ``spec`` records how the labels and
         split were made (default: folder labels, random split). Every ``from_*`` ends here.
         """
+        _check_class_names(root, items)
         scan = scan_images(items, max_pixels=config.max_pixels, source=config.input)
         if splitter is None:
             train, valid = random_split(

@@ -7,6 +7,7 @@ no torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +30,25 @@ _PIL_FILTERS = {
     "bilinear": Image.Resampling.BILINEAR,
     "nearest": Image.Resampling.NEAREST,
 }
+
+
+#: Input sides a bundle may ask for: a 12,000 px side would make one small JPEG a
+#: 1.7 GB array before the model even runs.
+MIN_SIZE, MAX_SIZE = 8, 2048
+#: Smallest std a bundle may divide by (a tinier one turns pixels into inf and NaN).
+MIN_STD = 1e-3
+
+
+def _three_numbers(value: object) -> tuple[float, float, float] | None:
+    """``value`` as three finite floats, or None when it is not that."""
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return None
+    numbers = tuple(float(v) for v in value)
+    if not all(math.isfinite(v) for v in numbers):
+        return None
+    return numbers  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -61,8 +81,10 @@ class PreprocessConfig:
         if isinstance(self.input, dict):  # as to_dict() writes it
             object.__setattr__(self, "input", source_from_dict(self.input))
         problems = []
-        if not isinstance(self.size, int) or self.size < 8:
-            problems.append(f"size={self.size!r}: use a whole number of pixels, at least 8")
+        if type(self.size) is not int or not MIN_SIZE <= self.size <= MAX_SIZE:
+            problems.append(
+                f"size={self.size!r}: use a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}"
+            )
         if self.resize not in RESIZE_METHODS:
             problems.append(f"resize={self.resize!r}: use one of {', '.join(RESIZE_METHODS)}")
         if self.pad_mode not in PAD_MODES:
@@ -73,8 +95,12 @@ class PreprocessConfig:
             )
         if len(self.mean) != 3 or len(self.std) != 3:
             problems.append("mean and std need three values each (R, G, B)")
-        elif any(s <= 0 for s in self.std):
-            problems.append(f"std={self.std!r}: every value must be above 0")
+        elif not all(math.isfinite(m) for m in self.mean):
+            problems.append(f"mean={self.mean!r}: every value must be a finite number")
+        elif not all(MIN_STD <= s <= 1 / MIN_STD for s in self.std):
+            problems.append(
+                f"std={self.std!r}: every value must be from {MIN_STD} to {1 / MIN_STD:g}"
+            )
         if problems:
             raise ConfigError("invalid preprocessing settings:\n  " + "\n  ".join(problems))
 
@@ -92,15 +118,41 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PreprocessConfig:
+        """Read a bundle's ``preprocess`` record; a :class:`ConfigError` names what is wrong."""
+        problems = []
+        size = values.get("size")
+        if type(size) is not int or not MIN_SIZE <= size <= MAX_SIZE:
+            problems.append(
+                f"size={size!r}: a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}"
+            )
+        for key in ("resize", "interpolation", "pad_mode"):
+            if not isinstance(values.get(key, "zeros"), str):
+                problems.append(f"{key}={values.get(key)!r}: not a name")
+        stats = {key: _three_numbers(values.get(key)) for key in ("mean", "std")}
+        for key, numbers in stats.items():
+            if numbers is None:
+                problems.append(f"{key}={values.get(key)!r}: three finite numbers (R, G, B)")
+        std = stats["std"]
+        if std is not None and not all(MIN_STD <= s <= 1 / MIN_STD for s in std):
+            problems.append(f"std={list(std)!r}: each from {MIN_STD} to {1 / MIN_STD:g}")
+        source = values.get("input")
+        if source is not None and not isinstance(source, dict):
+            problems.append(f"input={source!r}: an object naming the input kind")
+        decode = values.get("reduced_decode", False)
+        if not isinstance(decode, bool):
+            problems.append(f"reduced_decode={decode!r}: true or false")
+        if problems:
+            raise ConfigError("invalid preprocessing settings: " + "; ".join(problems))
+        assert isinstance(size, int) and stats["mean"] is not None and std is not None
         return cls(
-            size=int(values["size"]),
+            size=size,
             resize=values["resize"],
             pad_mode=values.get("pad_mode", "zeros"),
             interpolation=values["interpolation"],
-            mean=tuple(float(v) for v in values["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in values["std"]),  # type: ignore[arg-type]
-            input=source_from_dict(values.get("input")),
-            reduced_decode=bool(values.get("reduced_decode", False)),
+            mean=stats["mean"],
+            std=std,
+            input=source_from_dict(source),
+            reduced_decode=decode,
         )
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ursa.atomic import atomic_file
 from ursa.data.preprocess import PreprocessConfig
 from ursa.errors import BundleError, ConfigError
+from ursa.safepaths import class_name_problem
 
 if TYPE_CHECKING:
     from ursa.data.core import DataSettings
@@ -37,6 +38,11 @@ METRICS_NAME = "metrics.json"
 REQUIRED_MEMBERS = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME)
 #: A config.json larger than this is not one of ours.
 _MAX_JSON_BYTES = 16 * 1024 * 1024
+#: More classes than this is not a model anyone trained with ursa.
+MAX_CLASSES = 100_000
+#: ursa's own config.json and metrics.json nest 4 deep; code that walks them (JSON
+#: encoders, templates) recurses, so a hostile file nested 900 deep must stop here.
+MAX_JSON_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -79,16 +85,22 @@ class BundleConfig:
         (labels and split as recorded: folder, regex or table)."""
         training = self.training
         valid_pct = training.get("valid_pct")
-        return {
-            "valid_pct": 0.2 if valid_pct is None else float(valid_pct),
-            "seed": int(training.get("seed", 42)),
-            "stratify": bool(training.get("stratify", True)),
-            "batch_size": int(training.get("batch_size", 64)),
-            "size": self.preprocess.size,
-            "resize": self.preprocess.resize,
-            "pad_mode": self.preprocess.pad_mode,
-            "input": self.preprocess.input,
-        }
+        try:
+            return {
+                "valid_pct": 0.2 if valid_pct is None else float(valid_pct),
+                "seed": int(training.get("seed", 42)),
+                "stratify": bool(training.get("stratify", True)),
+                "batch_size": int(training.get("batch_size", 64)),
+                "size": self.preprocess.size,
+                "resize": self.preprocess.resize,
+                "pad_mode": self.preprocess.pad_mode,
+                "input": self.preprocess.input,
+            }
+        except (TypeError, ValueError, OverflowError) as error:
+            raise BundleError(
+                f"the bundle's training record cannot rebuild its data split ({error}); "
+                f"give the split yourself or retrain"
+            ) from None
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str) -> BundleConfig:
@@ -96,7 +108,7 @@ class BundleConfig:
         if values.get("format") != FORMAT_NAME:
             raise BundleError(f"{source}: config.json is not an ursa bundle config (no format tag)")
         version = values.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if type(version) is not int or version != SCHEMA_VERSION:  # True == 1, but is no version
             raise BundleError(
                 f"{source}: bundle schema version {version!r}, this ursa reads version "
                 f"{SCHEMA_VERSION}; use the ursa version that wrote it or re-export the model"
@@ -112,18 +124,25 @@ class BundleConfig:
             if not isinstance(values.get(key), kind):
                 problems.append(f"{key} missing or not a {kind.__name__}")
         names = values.get("class_names")
-        if isinstance(names, list) and (
-            len(names) < 2
-            or not all(isinstance(n, str) for n in names)
-            or len(set(names)) != len(names)
-        ):
-            problems.append("class_names must be 2 or more distinct strings")
+        if isinstance(names, list):
+            if (
+                len(names) < 2
+                or not all(isinstance(n, str) for n in names)
+                or len(set(names)) != len(names)
+            ):
+                problems.append("class_names must be 2 or more distinct strings")
+            elif len(names) > MAX_CLASSES:
+                problems.append(f"{len(names):,} class names, more than {MAX_CLASSES:,}")
+            else:
+                # A class name becomes a folder name (ursa clean moves images into it).
+                bad = [(n, class_name_problem(n)) for n in names if class_name_problem(n)]
+                problems += [f"class name {n!r} {problem}" for n, problem in bad[:3]]
         preprocess = None
         if isinstance(values.get("preprocess"), dict):
             try:
                 preprocess = PreprocessConfig.from_dict(values["preprocess"])
-            except (KeyError, TypeError, ValueError, ConfigError) as error:
-                problems.append(f"preprocess: {error}")
+            except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as error:
+                problems.append("preprocess: " + " ".join(str(error).split()))
         if problems or preprocess is None:
             raise BundleError(f"{source}: bad config.json: " + "; ".join(problems))
         return cls(
@@ -224,6 +243,24 @@ def _read_json(archive: zipfile.ZipFile, name: str, source: Path) -> Any:
     if info.file_size > _MAX_JSON_BYTES:
         raise BundleError(f"{source}: {name} is {info.file_size:,} bytes, too large to be ours")
     try:
-        return json.loads(archive.read(name))
+        value = json.loads(archive.read(name))
     except (ValueError, UnicodeDecodeError) as error:
         raise BundleError(f"{source}: {name} is not valid JSON ({error})") from None
+    except RecursionError:
+        raise BundleError(f"{source}: {name} is nested too deeply to be ours") from None
+    if _nesting(value) > MAX_JSON_DEPTH:
+        raise BundleError(f"{source}: {name} is nested more than {MAX_JSON_DEPTH} deep, not ours")
+    return value
+
+
+def _nesting(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                children = item.values() if isinstance(item, dict) else item
+                stack.extend((child, depth + 1) for child in children)
+    return deepest

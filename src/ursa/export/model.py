@@ -112,8 +112,20 @@ def _torch_network(bundle: Bundle) -> Any:
         state = load_safetensors(bundle.read(WEIGHTS_NAME))
     except Exception as error:
         raise BundleError(f"{bundle.path}: model.safetensors is unreadable ({error})") from None
-    network = create_model(config.timm_name, len(config.class_names), pretrained=False)
-    result = network.load_state_dict(state, strict=False)
+    try:
+        network = create_model(config.timm_name, len(config.class_names), pretrained=False)
+    except (RuntimeError, ValueError) as error:  # timm: a name or shape it cannot build
+        raise BundleError(
+            f"{bundle.path}: cannot build architecture {config.timm_name!r} ({error})"
+        ) from None
+    try:
+        result = network.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # a tensor of the wrong shape: e.g. more class names
+        first = str(error).strip().splitlines()[-1].strip()
+        raise BundleError(
+            f"{bundle.path}: the weights do not fit {config.timm_name} with "
+            f"{len(config.class_names)} classes ({first})"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise BundleError(
             f"{bundle.path}: the weights do not fit {config.timm_name} with "
