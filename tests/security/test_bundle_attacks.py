@@ -244,3 +244,38 @@ def test_input_settings_that_would_exhaust_memory_are_refused(
     config["preprocess"]["input"] = source
     raw = json.dumps(config).encode()  # inf is written as the bare word Infinity
     assert "preprocess" in refused(zip_bundle(tmp_path / "b.ursa", None, raw=raw))
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.export.bundles import shared_tiny_bundle
+
+    return shared_tiny_bundle(tmp_path_factory)[0]
+
+
+def with_class_names(source: Path, target: Path, names: list[str]) -> Path:
+    """A copy of ``source`` whose config.json lists ``names`` (the weights unchanged)."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            if info.filename == CONFIG_NAME:
+                config = json.loads(data)
+                config["class_names"] = names
+                data = json.dumps(config).encode()
+            new.writestr(info.filename, data)
+    return target
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_more_class_names_than_outputs_is_refused_at_load(
+    tiny_bundle: Path, tmp_path: Path, backend: str
+) -> None:
+    """Five names on a three-output model used to load, then every prediction was a 500."""
+    import ursa
+
+    bad = with_class_names(tiny_bundle, tmp_path / "five.ursa", ["a", "b", "c", "d", "e"])
+    with pytest.raises(BundleError, match="5 classes|names 5") as caught:
+        ursa.load(bad, backend=backend)
+    assert "\n" not in str(caught.value)
+    fine = with_class_names(tiny_bundle, tmp_path / "three.ursa", ["x", "y", "z"])
+    assert ursa.load(fine, backend=backend).class_names == ["x", "y", "z"]

@@ -95,6 +95,27 @@ class Model(BundleModel):
             return self._network(torch.from_numpy(inputs)).float().numpy()
 
 
+def check_graph_shapes(
+    bundle: Bundle, input_shape: Sequence[object], output_shape: Sequence[object]
+) -> None:
+    """Refuse an ONNX graph whose input side or class count is not what ``config.json``
+    says (a hostile or mismatched bundle), so no prediction fails later. Symbolic
+    dimensions (strings, None) are not checked."""
+    config = bundle.config
+    classes = output_shape[-1] if output_shape else None
+    if isinstance(classes, int) and classes != len(config.class_names):
+        raise BundleError(
+            f"{bundle.path}: config.json names {len(config.class_names)} classes, the model "
+            f"has {classes} outputs; the bundle was altered: re-export it from its training"
+        )
+    side = [d for d in input_shape[2:] if isinstance(d, int)]
+    if side and any(d != config.preprocess.size for d in side):
+        raise BundleError(
+            f"{bundle.path}: config.json says {config.preprocess.size} px inputs, the model "
+            f"takes {list(input_shape[2:])}; the bundle was altered: re-export it"
+        )
+
+
 def _torch_network(bundle: Bundle) -> Any:
     try:
         import torch  # noqa: F401

@@ -17,7 +17,7 @@ import numpy as np
 from ursa.data.imageio import MAX_PIXELS
 from ursa.errors import BundleError, ConfigError
 from ursa.export.bundle import Bundle, read_bundle
-from ursa.export.model import BundleModel
+from ursa.export.model import BundleModel, check_graph_shapes
 from ursa.export.onnx import INPUT_NAME, INT8_NAME, ONNX_NAME
 
 #: ``--provider`` names → ONNX Runtime execution providers, best first (CPU always last).
@@ -84,6 +84,8 @@ class Predictor(BundleModel):
         self.provider = provider
         self._session = self._open_session(provider)
         self.providers: list[str] = list(self._session.get_providers())
+        graph_in, graph_out = self._session.get_inputs()[0], self._session.get_outputs()[0]
+        check_graph_shapes(self.bundle, graph_in.shape, graph_out.shape)
 
     def _open_session(self, provider: str) -> Any:
         try:
