@@ -1,4 +1,4 @@
-"""Serving benchmark with the real EfficientNet-Lite0 at 224 px (the README's table).
+"""Serving benchmark with the real EfficientNet-Lite0 at 224 px (the table in docs/benchmarks.md).
 
     .venv/bin/python benchmarks/serve.py [--workdir DIR] [--requests 300] [--int8-max-drop 1]
 

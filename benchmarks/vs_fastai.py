@@ -1,4 +1,6 @@
-"""ursa's fine_tune(3) against fastai 2.8's vision_learner + fine_tune(3) on a CPU (README table).
+"""ursa's fine_tune(3) against fastai 2.8's vision_learner + fine_tune(3) on a CPU.
+
+Figures: docs/benchmarks.md.
 
     .venv/bin/python benchmarks/vs_fastai.py [--workdir bench-fastai] [--per-class 100]
         [--classes 5] [--fastai-python .venv-fastai/bin/python]
@@ -18,7 +20,7 @@ Both runs use the same backbone and weights: EfficientNet-Lite0 with its ImageNe
 built by ``ursa.models.create_model`` (fastai cuts it before the pooling layer and adds
 its own head, as ``vision_learner`` does for any model), the same batch size (64), the
 same base learning rate (``--lr``, 1e-2 by default; both libraries' ``fine_tune`` default
-of 2e-3 leaves both far from trained in the few steps a small set gives: see the README),
+of 2e-3 leaves both far from trained in the few steps a small set gives: see docs/benchmarks.md),
 the same random-resized-crop (min scale 0.35) plus each library's default augmentation,
 each library's other defaults; both seeded. They run one after the other, each in a
 fresh process; the wall time covers building the data loaders and the model, training,

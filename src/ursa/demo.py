@@ -86,6 +86,11 @@ def run_demo(
     predictions = model.predict_batch([path for path, _ in holdout])
     return DemoResult(
         bundle=bundle,
-        error_rate=learner.history[-1].error_rate,
+        # The exported model's error (keep-best may have kept an earlier epoch or the head).
+        error_rate=(
+            learner.final_metrics.error_rate
+            if learner.final_metrics is not None
+            else learner.history[-1].error_rate
+        ),
         holdout=[(path, label, p) for (path, label), p in zip(holdout, predictions, strict=True)],
     )

@@ -109,7 +109,7 @@ def test_health_metadata_docs(server: ServerProcess) -> None:
     assert meta["class_names"] == ["blue", "green", "red"] and meta["input_size"] == 32
     assert meta["provider"] == "cpu" and meta["execution_providers"] == ["CPUExecutionProvider"]
     assert meta["model"] == "model.onnx" and meta["model_id"] == health["model_id"]
-    assert meta["max_batch"] == 1  # fp32 on the CPU: batches do not pay (see README)
+    assert meta["max_batch"] == 1  # fp32 on the CPU: batches do not pay (see docs/benchmarks.md)
     assert {"ursa", "onnxruntime", "python"} <= set(meta["versions"])
     status, spec = request(server.port, "GET", "/openapi.json")
     assert status == 200 and {"/predict", "/predict/batch", "/metrics"} <= set(spec["paths"])
