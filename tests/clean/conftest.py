@@ -82,12 +82,20 @@ def assert_journal_matches_disk(folder: Path) -> None:
 
 
 class CleanServer:
-    """``ursa clean BUNDLE DATA --no-browser`` in a child process on 127.0.0.1."""
+    """``ursa clean BUNDLE DATA --no-browser`` in a child process on ``host`` (127.0.0.1)."""
 
-    def __init__(self, bundle: Path, data: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Path,
+        data: Path,
+        env: dict[str, str] | None = None,
+        *,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.host = host
         self.port = free_port()
         command = [sys.executable, "-m", "ursa", "clean", str(bundle), str(data),
-                   "--port", str(self.port), "--no-browser"]  # fmt: skip
+                   "--port", str(self.port), "--host", host, "--no-browser"]  # fmt: skip
         self.process = subprocess.Popen(
             command,
             env={**os.environ, **(env or {})},
@@ -99,7 +107,8 @@ class CleanServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -120,7 +129,8 @@ class CleanServer:
     def request(
         self, method: str, path: str, body: dict[str, Any] | None = None, *, token: bool = True
     ) -> tuple[int, Any]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        # http.client sends an IPv6 host as it must be: Host: [::1]:PORT
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
         headers = {"Content-Type": "application/json"}
         if token and self.token:
             headers["X-Ursa-Token"] = self.token
@@ -141,8 +151,10 @@ class CleanServer:
 
 
 @contextmanager
-def clean_server(bundle: Path, data: Path, **env: str) -> Iterator[CleanServer]:
-    server = CleanServer(bundle, data, env)
+def clean_server(
+    bundle: Path, data: Path, *, host: str = "127.0.0.1", **env: str
+) -> Iterator[CleanServer]:
+    server = CleanServer(bundle, data, env, host=host)
     try:
         server.wait_ready()
         yield server

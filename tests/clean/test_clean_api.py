@@ -209,7 +209,7 @@ def test_listening_everywhere_still_checks_the_host_name(tmp_path: Path) -> None
 
     loopback = CleanSettings(bundle=tmp_path / "m.ursa", data=tmp_path, host="127.0.0.1")
     everywhere = CleanSettings(bundle=tmp_path / "m.ursa", data=tmp_path, host="0.0.0.0")
-    assert loopback.allowed_hosts() == ["127.0.0.1", "localhost"]
+    assert loopback.allowed_hosts() == ["127.0.0.1", "::1", "localhost"]
     hosts = everywhere.allowed_hosts()
     assert "*" not in hosts and "evil.example" not in hosts
     assert {"127.0.0.1", "localhost", socket.gethostname()} <= set(hosts)

@@ -5,7 +5,9 @@
 * :mod:`ursa.clean.session` — :class:`CleanSession`: a bundle's predictions and
   losses for every image of a folder, cached by content hash;
 * :mod:`ursa.clean.app` — the FastAPI app behind ``ursa clean m.ursa DATA``,
-  its routes (:mod:`ursa.clean.routes`) and its page (``static/``).
+  its routes (:mod:`ursa.clean.routes`) and its page (``static/``);
+* :mod:`ursa.clean.guard` — the Host, token and body-size checks every request passes
+  on its headers, before its body is read.
 
 Importing this package imports neither torch nor FastAPI.
 """

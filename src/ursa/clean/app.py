@@ -21,26 +21,14 @@ from importlib import resources
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from ursa.clean.guard import SECURITY_HEADERS, RequestGuard
 from ursa.clean.journal import ConflictError, UnknownImageError
 from ursa.clean.routes import router
 from ursa.clean.session import CleanSession
 from ursa.clean.settings import CleanSettings
 from ursa.errors import ImageError, UrsaError
 from ursa.version import __version__
-
-#: Sent with every answer: no framing (a page cannot trick the user into key presses
-#: on this one), nothing loaded from anywhere but this server.
-SECURITY_HEADERS = {
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 
 
 def create_app(
@@ -77,15 +65,11 @@ def create_app(
     static = resources.files("ursa.clean").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        return response
-
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts())
+    # Host, token and body size are checked on the headers, before the body is read.
+    app.add_middleware(
+        RequestGuard, allowed_hosts=settings.allowed_hosts(), token=app.state.token,
+        max_body_bytes=settings.max_body_bytes, headers=SECURITY_HEADERS,
+    )  # fmt: skip
     _error_answers(app)
     return app
 

@@ -20,6 +20,13 @@ name is taken), delete moves it into the hidden quarantine folder (training
 skips it; nothing is lost), keep only marks it reviewed. An undo is a
 decision of its own that moves the file back.
 
+Nothing read from ``ursa.sqlite`` is trusted (a dataset can come with its manifest
+from someone else): every path a row names is checked with :mod:`ursa.safepaths`
+before a file moves (relative, no ``..``, and no symlink on the way that leads out
+of the dataset folder), a class name must be one a folder can have, and the walk
+that lists images skips links that lead outside. A row that fails is refused with
+a message naming it; nothing outside the dataset folder is ever moved or created.
+
 Every process that changes the folder holds an exclusive ``flock`` on
 ``.ursa-clean.lock`` for the whole three steps, so a second server or an
 ``ursa clean --undo`` on the same folder waits its turn, and a ``pending``
@@ -45,6 +52,13 @@ from typing import Any, Literal
 from ursa.data.items import VALID_DIR_NAMES, find_split_folders
 from ursa.data.manifest import MANIFEST_NAME, QUARANTINE_DIR, Manifest, iter_image_paths, now
 from ursa.errors import DataError, UrsaError
+from ursa.safepaths import (
+    class_name_problem,
+    inside_root,
+    is_within,
+    outside_link,
+    relative_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +246,15 @@ class _FolderLock:
             import fcntl
         except ImportError:  # not POSIX: one process at a time is the user's to ensure
             return
-        self.handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # not through a symlink: that could create or open a file outside the dataset
+            self.handle = os.open(
+                self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644
+            )
+        except OSError as error:
+            raise DataError(
+                f"cannot open the lock file {self.path} ({error.strerror}); if it is a symlink, "
+                f"remove it (ursa clean makes its own)"
+            ) from None
         fcntl.flock(self.handle, fcntl.LOCK_EX)
 
     def _release(self) -> None:
@@ -305,7 +327,11 @@ class Journal:
                 f"{self.root / MANIFEST_NAME} is not a readable ursa manifest ({error}); move it "
                 f"aside and run `ursa verify {self.root}` to rebuild it"
             ) from None
-        self.recover()
+        try:
+            self.recover()
+        except BaseException:
+            self.connection.close()
+            raise
 
     def __enter__(self) -> Journal:
         return self
@@ -359,6 +385,14 @@ class Journal:
                 f"listing; reload the page"
             )
         return _image(rows[0])
+
+    def file(self, image: CleanImage) -> Path:
+        """Where ``image``'s file is, checked to be inside the dataset folder.
+
+        Raises :class:`~ursa.errors.DataError` naming the row when its path is absolute,
+        climbs out with ``..`` or leads out through a symlink.
+        """
+        return self._checked(image.path, f"image #{image.id}'s path")
 
     def images(self, *, states: Sequence[ImageState] = ("active", "deleted")) -> list[CleanImage]:
         marks = ", ".join("?" for _ in states)
@@ -423,12 +457,10 @@ class Journal:
         once and reused while its size and modification time stay the same.
         """
         with self._lock.hold():
-            files = {relative: (label, path) for relative, label, _, path in
-                     iter_image_paths(self.root)}  # fmt: skip
+            files = self._walk()
             known = {row["path"]: row for row in self._query("SELECT * FROM clean_images")}
             updates: list[tuple[str, str, str, int, int]] = []
-            for relative, (label, path) in files.items():
-                stat = path.stat()
+            for relative, (label, path, stat) in files.items():
                 row = known.get(relative)
                 sha = ""
                 if row is not None and (row["size_bytes"], row["mtime_ns"]) == (
@@ -442,7 +474,7 @@ class Journal:
             vanished = [
                 row["id"] for row in known.values()
                 if (row["state"] == "active" and row["path"] not in files)
-                or (row["state"] == "deleted" and not (self.root / row["path"]).is_file())
+                or (row["state"] == "deleted" and not self._in_quarantine(row["path"]))
             ]  # fmt: skip
             with self._transaction() as db:
                 for relative, label, sha, size, mtime in updates:
@@ -460,6 +492,46 @@ class Journal:
                 )
             return len(updates) + len(vanished)
 
+    def _walk(self) -> dict[str, tuple[str, Path, os.stat_result]]:
+        """``{relative path: (label, path, stat)}`` of the image files training would see,
+        less those that lead outside the folder through a symlink (logged, not listed)."""
+        files: dict[str, tuple[str, Path, os.stat_result]] = {}
+        outside: list[str] = []
+        folders_inside: dict[Path, bool] = {}  # one resolve per folder, not per file
+        for relative, label, _, path in iter_image_paths(self.root):
+            inside = folders_inside.get(path.parent)
+            if inside is None:
+                inside = folders_inside[path.parent] = is_within(path.parent, self.root)
+            if not inside or (path.is_symlink() and outside_link(path, self.root)):
+                outside.append(relative)
+                continue
+            try:
+                files[relative] = (label, path, path.stat())
+            except OSError as error:  # e.g. a link to nothing
+                log.warning("%s is not readable (%s); not listed", relative, error.strerror)
+        if outside:
+            shown = ", ".join(outside[:5]) + (
+                f" and {len(outside) - 5} more" if outside[5:] else ""
+            )
+            log.warning(
+                "%d file(s) in %s lead outside it through a symlink, so ursa clean does not "
+                "list them: %s; replace the link with what it points to, to clean those",
+                len(outside), self.root, shown,
+            )  # fmt: skip
+        return files
+
+    def _in_quarantine(self, relative: str) -> bool:
+        """A deleted image's file is there, inside the quarantine folder (no link out)."""
+        quarantine = self.root / QUARANTINE_DIR
+        if (
+            relative_problem(relative) is not None
+            or not relative.startswith(f"{QUARANTINE_DIR}/")
+            or outside_link(self.root / relative, self.root)
+        ):
+            log.warning("deleted image %r is not inside %s; not listed", relative, quarantine)
+            return False
+        return (self.root / relative).is_file()
+
     def recover(self) -> list[Entry]:
         """Finish or roll back every decision a crash left pending; return them, settled.
 
@@ -471,6 +543,12 @@ class Journal:
         with self._lock.hold():
             pending = self._query("SELECT * FROM clean_journal WHERE state = 'pending'")
             for entry in (_entry(row) for row in pending):
+                try:  # a row naming a place outside is never finished (nor looked at there)
+                    self._check_entry(entry)
+                except DataError as error:
+                    log.warning("decision #%d refused: %s", entry.id, error)
+                    settled.append(self._roll_back(entry, f"refused: {error}"))
+                    continue
                 old = (self.root / entry.old_path).is_file()
                 new = (self.root / entry.new_path).is_file()
                 if entry.old_path == entry.new_path or (new and not old):
@@ -498,10 +576,18 @@ class Journal:
                     f"there is no class {label!r}: choose one of {', '.join(classes)} "
                     f"(ursa clean does not make new classes; make the folder and train again)"
                 )
+            problem = class_name_problem(label)
+            if problem is not None:
+                raise DataError(
+                    f"cannot relabel to class {label!r}: the name {problem}, and a class name "
+                    f"becomes a folder name; give the model's classes plain names (retrain or "
+                    f"re-export it) to clean with it"
+                )
             if label == image.label:
                 raise DataError(f"{image.name} is already in {label}; nothing to do")
-            return _Change(self._free_path(self._class_path(image.path, label)), label, "active",
-                           True)  # fmt: skip
+            target = self._free_path(self._class_path(image.path, label))
+            self._checked(target, f"moving {image.name} to")
+            return _Change(target, label, "active", True)
 
         return self._decide(image_id, "relabel", version, plan)
 
@@ -511,6 +597,7 @@ class Journal:
         def plan(image: CleanImage) -> _Change:
             self._require_active(image, "delete")
             target = self._free_path(f"{QUARANTINE_DIR}/{image.path}")
+            self._checked(target, f"moving {image.name} to")
             return _Change(target, image.label, "deleted", True)
 
         return self._decide(image_id, "delete", version, plan)
@@ -554,9 +641,12 @@ class Journal:
                         f"); it changed outside the cleaner, so #{entry_id} cannot be undone"
                     )
                 self._require_not_pending(image)
+                self.file(image)
+                self._checked(target.old_path, f"decision #{entry_id}'s old_path")
                 new_path = image.path
                 if target.old_path != target.new_path:
                     new_path = self._free_path(target.old_path)
+                    self._checked(new_path, f"moving {image.name} back to")
                 change = _Change(new_path, target.old_label, target.old_state,
                                  target.old_reviewed)  # fmt: skip
                 pending = self._insert(image, "undo", change, undoes=entry_id)
@@ -597,6 +687,7 @@ class Journal:
                         f"{_where(image)}): reload to see it as it is, then decide again"
                     )
                 self._require_not_pending(image)
+                self.file(image)
                 pending = self._insert(image, action, plan(image))
             return self._carry_out(pending)
 
@@ -620,7 +711,11 @@ class Journal:
         """Steps 2 and 3: move the file, then mark the decision done."""
         self._kill_at("before-move")
         if entry.old_path != entry.new_path:
-            source, target = self.root / entry.old_path, self.root / entry.new_path
+            try:  # the last look before the move: nothing leaves or enters the folder
+                source, target = self._check_entry(entry)
+            except DataError as error:
+                self._roll_back(entry, f"refused: {error}")
+                raise
             if not source.is_file():
                 self._roll_back(entry, "the file was no longer there")
                 raise ConflictError(
@@ -748,6 +843,33 @@ class Journal:
             raise ConflictError(
                 f"{image.name} is being changed right now (#{busy['id']}); try again in a moment"
             )
+
+    def _checked(self, relative: str, what: str) -> Path:
+        """``root / relative``, or a :class:`DataError` saying ``what`` it was and why not:
+        absolute, ``..``, or a symlink on the way that leads out of the folder."""
+        if relative_problem(relative) is None and outside_link(self.root / relative, self.root):
+            raise DataError(
+                f"{what} {relative!r} leads outside {self.root} through the symlink "
+                f"{self._link_on_the_way(relative)!r}; ursa clean only moves files inside the "
+                f"dataset folder: replace the link with the folder it points to"
+            )
+        return inside_root(self.root, relative, what=what)  # says what is wrong, if anything
+
+    def _check_entry(self, entry: Entry) -> tuple[Path, Path]:
+        """Both places a decision names, checked: ``(old, new)``."""
+        return (
+            self._checked(entry.old_path, f"decision #{entry.id}'s old_path"),
+            self._checked(entry.new_path, f"decision #{entry.id}'s new_path"),
+        )
+
+    def _link_on_the_way(self, relative: str) -> str:
+        """The first symlink on the way from the root to ``relative`` (for messages)."""
+        path = self.root
+        for part in PurePosixPath(relative).parts:
+            path = path / part
+            if path.is_symlink():
+                return path.relative_to(self.root).as_posix()
+        return relative
 
     def _class_path(self, path: str, label: str) -> str:
         parts = path.split("/")

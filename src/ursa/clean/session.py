@@ -24,6 +24,7 @@ import numpy as np
 from ursa.clean.journal import CleanImage, ImageState, Journal
 from ursa.clean.thumbnails import CACHE_DIR, Thumbnails
 from ursa.errors import DataError, ImageError
+from ursa.safepaths import is_within
 
 if TYPE_CHECKING:
     from ursa.export.model import BundleModel
@@ -87,6 +88,7 @@ class CleanSession:
         self.problems = problems
         self.thumbnails = thumbnails
         self.bundle_name = bundle_name
+        self._warned_cache = False
 
     @classmethod
     def open(
@@ -115,7 +117,7 @@ class CleanSession:
             splits, problems = _splits(journal, images, model)
             model_id = _model_id(Path(bundle), type(model).__name__)
             cached = journal.cached_probabilities(model_id)
-            missing = {i.sha256: journal.root / i.path for i in images}
+            missing = {i.sha256: journal.file(i) for i in images}
             missing = {sha: p for sha, p in missing.items() if sha not in cached}
             missing = {sha: p for sha, p in missing.items() if sha not in problems}
             say(f"{len(images)} images; predicting {len(missing)} (the rest are cached)")
@@ -187,8 +189,21 @@ class CleanSession:
         return counts
 
     def thumbnail(self, image_id: int) -> bytes:
+        """The image's thumbnail; :class:`DataError` when its row leads outside the folder.
+
+        The cache is used only while it is inside the dataset folder: a ``.ursa-cache``
+        that links elsewhere is neither read nor written (thumbnails are made each time).
+        """
         image = self.journal.image(image_id)
-        return self.thumbnails.get(self.journal.root / image.path, image.sha256)
+        source = self.journal.file(image)
+        cache = is_within(self.thumbnails.path_for(image.sha256), self.journal.root)
+        if not cache and not self._warned_cache:
+            self._warned_cache = True
+            log.warning(
+                "%s leads outside %s through a symlink: thumbnails are not cached; remove the "
+                "link to cache them", self.thumbnails.folder, self.journal.root,
+            )  # fmt: skip
+        return self.thumbnails.get(source, image.sha256, cache=cache)
 
 
 def _check_classes(journal: Journal, images: list[CleanImage], class_names: list[str]) -> None:

@@ -21,15 +21,28 @@ class CleanSettings(BaseSettings):
     data: Path
     """The dataset folder to clean (one folder per class, or train/ and valid/)."""
     host: str = "127.0.0.1"
-    """Address the server listens on; the page only answers requests naming it."""
+    """Address the server listens on; the page only answers requests naming it. An IPv6
+    address may be given with or without brackets (``::1`` or ``[::1]``)."""
     port: int = Field(default=8100, ge=1, le=65535)
     page_size: int = Field(default=48, ge=1, le=500)
     """Images per page of the grid."""
     thumbnail_px: int = Field(default=256, ge=32, le=1024)
     """Longest side of a thumbnail."""
+    max_body_bytes: int = Field(default=16_384, ge=1_024, le=16 * 1024 * 1024)
+    """Longest request body read, in bytes (a decision is a few dozen). Checked on the
+    ``Content-Length`` header before any of the body is read; longer is refused with 413."""
     fault: str | None = None
     """For crash tests only: kill the server at this point of every change
     (before-move: the intent is journaled, the file not moved; after-move)."""
+
+    @field_validator("host")
+    @classmethod
+    def _unbracketed(cls, value: str) -> str:
+        """``[::1]`` (as in a URL) is the address ``::1``."""
+        value = value.strip()
+        if value.startswith("[") and value.endswith("]"):
+            value = value[1:-1]
+        return value
 
     @field_validator("fault")
     @classmethod
@@ -44,11 +57,12 @@ class CleanSettings(BaseSettings):
         Checking the Host header stops a web page that points its own domain at
         127.0.0.1 (DNS rebinding) from reading the page and its token. Listening on
         every address (0.0.0.0) adds this machine's names and their addresses, never
-        any name at all.
+        any name at all. An IPv6 address is compared without its brackets (the Host
+        header ``[::1]:8100`` names ``::1``).
         """
-        names = {"127.0.0.1", "localhost"}
+        names = {"127.0.0.1", "localhost", "::1"}
         if self.host not in ("0.0.0.0", "::", ""):
-            return sorted(names | {self.host})
+            return sorted(names | {self.host.lower()})
         return sorted(names | _own_names())
 
 

@@ -28,20 +28,24 @@ class Thumbnails:
     def path_for(self, sha256: str) -> Path:
         return self.folder / sha256[:2] / f"{sha256}-{self.side}.jpg"
 
-    def get(self, source: Path, sha256: str) -> bytes:
+    def get(self, source: Path, sha256: str, *, cache: bool = True) -> bytes:
         """The thumbnail of ``source`` (whose content hash is ``sha256``); made if missing.
 
-        Raises :class:`~ursa.errors.ImageError` when ``source`` is not a readable image.
+        With ``cache=False`` the cache folder is neither read nor written (the caller found
+        that it leads somewhere it must not). Raises :class:`~ursa.errors.ImageError` when
+        ``source`` is not a readable image.
         """
         cached = self.path_for(sha256)
-        try:
-            return cached.read_bytes()
-        except FileNotFoundError:
-            pass
+        if cache:
+            try:
+                return cached.read_bytes()
+            except FileNotFoundError:
+                pass
         image = open_image(source, draft=self.side)
         image.thumbnail((self.side, self.side), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=85)
         data = buffer.getvalue()
-        atomic_write_bytes(cached, data)  # two requests racing both write whole files
+        if cache:
+            atomic_write_bytes(cached, data)  # two requests racing both write whole files
         return data
