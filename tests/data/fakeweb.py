@@ -1,7 +1,10 @@
 """A real HTTP server on 127.0.0.1 that plays the search APIs and serves images.
 
 Started by the tests themselves (a thread running :class:`http.server.ThreadingHTTPServer`);
-nothing here touches the internet.
+nothing here touches the internet. It can be made to behave like a busy service:
+:meth:`FakeWeb.throttle` answers the next requests to a path with 429 and ``Retry-After``,
+``api_headers`` go out with every API answer (``X-RateLimit-*``), and the Openverse API
+keeps Openverse's anonymous limits (20 a page, 240 a query) and its OAuth token endpoint.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import struct
 import threading
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -58,6 +61,17 @@ class Resource:
     status: int = 200
     delay: float = 0.0
     location: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    """More headers to send (e.g. a ``Content-Encoding`` the body does not have)."""
+
+
+@dataclass
+class Reply:
+    """A canned answer that jumps the queue (a throttled or failing API)."""
+
+    status: int = 429
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b'{"detail": "Request was throttled."}'
 
 
 @dataclass
@@ -71,6 +85,19 @@ class FakeWeb:
     requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = field(default_factory=list)
     delay: float = 0.0
     """Seconds every file takes (to make a download run long enough to be killed)."""
+    scripted: dict[str, deque[Reply]] = field(default_factory=dict)
+    """Answers given, in order, to the next requests to a path before it answers normally."""
+    api_headers: dict[str, str] = field(default_factory=dict)
+    """Headers sent with every search API answer (e.g. ``X-RateLimit-Remaining``)."""
+    openverse_clients: dict[str, str] = field(default_factory=dict)
+    """Openverse OAuth clients: ``{client_id: client_secret}``."""
+    token_lifetime: int = 3600
+    """``expires_in`` of the Openverse tokens handed out."""
+    tokens: list[str] = field(default_factory=list)
+    """Openverse tokens handed out, in order; a token removed from here is refused."""
+    anonymous_page_size: int = 20
+    anonymous_results: int = 240
+    authed_page_size: int = 500
 
     def __post_init__(self) -> None:
         web = self
@@ -80,6 +107,9 @@ class FakeWeb:
                 pass
 
             def do_GET(self) -> None:
+                web.handle(self)
+
+            def do_POST(self) -> None:
                 web.handle(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -111,7 +141,21 @@ class FakeWeb:
         return self.url(path)
 
     def add_result(self, query: str, path: str, **meta: str) -> None:
+        """A search result for ``query``: ``path`` on this server, or any absolute URL."""
         self.results.setdefault(query, []).append({"path": path, **meta})
+
+    def throttle(self, path: str, times: int, retry_after: str | None = "1", status: int = 429,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+        """Answer the next ``times`` requests to ``path`` with ``status`` (and Retry-After)."""
+        extra = dict(headers or {})
+        if retry_after is not None:
+            extra["Retry-After"] = retry_after
+        queue = self.scripted.setdefault(path, deque())
+        queue.extend(Reply(status, extra) for _ in range(times))
+
+    def link(self, path: str) -> str:
+        """What a result's ``path`` stands for: a URL on this server, or the URL itself."""
+        return path if not path.startswith("/") else self.url(path)
 
     # ------------------------------------------------------------------------
 
@@ -121,8 +165,14 @@ class FakeWeb:
         self.requests.append((parts.path, query, dict(handler.headers)))
         self.hits[parts.path] += 1
         try:
-            if parts.path == "/v1/images/":
-                self.reply_json(handler, self.openverse(query))
+            waiting = self.scripted.get(parts.path)
+            if waiting:
+                canned = waiting.popleft()
+                self.reply(handler, canned.status, "application/json", canned.body, canned.headers)
+            elif parts.path == "/v1/auth_tokens/token/" and handler.command == "POST":
+                self.openverse_token(handler)
+            elif parts.path == "/v1/images/":
+                self.openverse_search(handler, query)
             elif parts.path == "/":
                 self.reply(handler, 200, "text/html", b'<html><script>vqd="4-12345";</script>')
             elif parts.path == "/i.js":
@@ -144,15 +194,46 @@ class FakeWeb:
     def found(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
         return self.results.get(query.get("q", [""])[0], [])
 
-    def openverse(self, query: dict[str, list[str]]) -> dict[str, Any]:
+    def openverse_token(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length", "0"))
+        form = parse_qs(handler.rfile.read(length).decode())
+        client = form.get("client_id", [""])[0]
+        good = form.get("grant_type") == ["client_credentials"] and client in self.openverse_clients
+        if not good or form.get("client_secret", [""])[0] != self.openverse_clients[client]:
+            self.reply(handler, 401, "application/json", b'{"error": "invalid_client"}')
+            return
+        token = f"token-{self.hits['/v1/auth_tokens/token/']}"
+        self.tokens.append(token)
+        body = {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime}
+        self.reply_json(handler, body)
+
+    def openverse_search(
+        self, handler: BaseHTTPRequestHandler, query: dict[str, list[str]]
+    ) -> None:
+        auth = handler.headers.get("Authorization", "")
+        if auth and auth.removeprefix("Bearer ") not in self.tokens:
+            self.reply(handler, 401, "application/json", b'{"detail": "invalid token"}')
+            return
+        size = int(query.get("page_size", ["20"])[0])
+        page = int(query.get("page", ["1"])[0])
+        if not auth and size > self.anonymous_page_size:
+            self.reply(handler, 401, "application/json", b'{"detail": "page_size: log in"}')
+        elif size > self.authed_page_size or (not auth and page * size > self.anonymous_results):
+            self.reply(handler, 400, "application/json", b'{"detail": "too deep"}')
+        else:
+            self.reply_json(handler, self.openverse(query, authed=bool(auth)))
+
+    def openverse(self, query: dict[str, list[str]], authed: bool = False) -> dict[str, Any]:
         found = self.found(query)
+        if not authed:
+            found = found[: self.anonymous_results]
         size = int(query.get("page_size", ["20"])[0])
         page = int(query.get("page", ["1"])[0])
         chunk = found[(page - 1) * size : page * size]
         results = [
             {
-                "url": self.url(item["path"]),
-                "foreign_landing_url": self.url("/page" + item["path"]),
+                "url": self.link(item["path"]),
+                "foreign_landing_url": self.link("/page" + item["path"]),
                 "title": item.get("title", ""),
                 "creator": item.get("creator", "someone"),
                 "license": item.get("license", "by"),
@@ -210,15 +291,51 @@ class FakeWeb:
             handler.send_header("Content-Length", "0")
             handler.end_headers()
             return
-        self.reply(handler, resource.status, resource.content_type, resource.body)
+        self.reply(handler, resource.status, resource.content_type, resource.body, resource.headers)
 
-    @staticmethod
-    def reply(handler: BaseHTTPRequestHandler, status: int, ctype: str, body: bytes) -> None:
+    def reply(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        ctype: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", ctype)
         handler.send_header("Content-Length", str(len(body)))
+        for name, value in {**(self.api_headers if ctype == "application/json" else {}),
+                            **(headers or {})}.items():  # fmt: skip
+            handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(body)
 
     def reply_json(self, handler: BaseHTTPRequestHandler, body: object) -> None:
         self.reply(handler, 200, "application/json", json.dumps(body).encode())
+
+
+@dataclass
+class FakeClock:
+    """A clock for :class:`ursa.data.search.ApiSession` that never really waits.
+
+    ``sleep`` records the wait and moves the time on, so pacing and backoff can be
+    checked exactly and tests stay fast.
+    """
+
+    now: float = 1000.0
+    wall: float = 1_700_000_000.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.wall + self.now
+
+    def sleep(self, seconds: float, /) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass outside any request (the user waited)."""
+        self.now += seconds

@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.data.fakeweb import FakeWeb, Resource, bomb_png, encode, near_copy, structured_image
+from tests.data.fakeweb import (
+    FakeClock,
+    FakeWeb,
+    Resource,
+    bomb_png,
+    encode,
+    near_copy,
+    structured_image,
+)
 from ursa.cli import app
 from ursa.data.download import (
     DownloadConfig,
@@ -140,6 +148,11 @@ def plant(web: FakeWeb, seed: int = 0) -> dict[str, set[str]]:
     return keep
 
 
+def openverse(web: FakeWeb) -> OpenverseProvider:
+    """Openverse played by ``web``, paced on a fake clock (no real waits between pages)."""
+    return OpenverseProvider(web.base, clock=FakeClock())
+
+
 def fast_config(web: FakeWeb, **changes: object) -> DownloadConfig:
     settings: dict[str, object] = {
         "concurrency": 4, "timeout": 1.0, "max_bytes": 200_000, "retries": 1, "backoff": 0.05,
@@ -163,7 +176,7 @@ def test_gather_keeps_only_good_unique_images_with_provenance(tmp_path: Path) ->
         keep = plant(web)
         root = tmp_path / "bears"
         config = GatherConfig(("grizzly", "black"), "{} bear", per_class=20)
-        report = gather(root, config, OpenverseProvider(web.base), fast_config(web))
+        report = gather(root, config, openverse(web), fast_config(web))
         assert web.hits["/slow.jpg"] == 2  # one retry after the timeout
     files = files_in(root)
     assert not any(PART_PREFIX in name for name in files)
@@ -204,9 +217,9 @@ def test_gather_stops_at_per_class_and_a_second_run_fetches_nothing(tmp_path: Pa
             web.add_result("teddy", f"/{index}.jpg")
         root = tmp_path / "toys"
         config = GatherConfig(("teddy",), per_class=5)
-        first = gather(root, config, OpenverseProvider(web.base), fast_config(web))
+        first = gather(root, config, openverse(web), fast_config(web))
         fetched = sum(web.hits[f"/{i}.jpg"] for i in range(12))
-        second = gather(root, config, OpenverseProvider(web.base), fast_config(web))
+        second = gather(root, config, openverse(web), fast_config(web))
         again = sum(web.hits[f"/{i}.jpg"] for i in range(12))
     assert first.saved == {"teddy": 5} and second.saved == {"teddy": 5}
     assert len(list((root / "teddy").iterdir())) == 5
@@ -220,9 +233,7 @@ def test_gather_refuses_loopback_when_not_allowed(tmp_path: Path) -> None:
         web.add("/a.jpg", Resource(encode(structured_image(rng), "JPEG")))
         web.add_result("cat", "/a.jpg")
         config = GatherConfig(("cat",), per_class=1)
-        report = gather(
-            tmp_path / "d", config, OpenverseProvider(web.base), fast_config(web, allow_hosts=())
-        )
+        report = gather(tmp_path / "d", config, openverse(web), fast_config(web, allow_hosts=()))
         assert web.hits["/a.jpg"] == 0
     assert report.outcomes == {"refused": 1}
     assert report.events[0].reason.startswith("127.0.0.1 resolves to 127.0.0.1")

@@ -3,9 +3,13 @@
 Search results are untrusted input. Every URL, and every redirect hop, is
 resolved first and refused when any address it resolves to is private,
 loopback, link-local, multicast or otherwise not global (SSRF), unless the
-user allowed that host; the request then goes to the address that was checked
-(so a second DNS answer cannot swap it), with the original ``Host`` header and
-TLS server name. Environment proxies are not used.
+user allowed that host; an IPv6 address that embeds an IPv4 one (IPv4-mapped,
+-compatible or -translated, NAT64, 6to4, Teredo) is judged by the IPv4 address
+too, and the rest of ``::/8`` counts as not public. The request then goes to the
+address that was checked (so a second DNS answer cannot swap it), with the
+original ``Host`` header and TLS server name. Environment proxies are not used.
+A malformed URL, in a search result or in a redirect, is recorded as refused
+and the run goes on.
 
 Each body is checked before it is kept: status, content type, a size cap
 (from the header and while streaming), the magic bytes, a full decode with
@@ -28,7 +32,7 @@ import socket
 import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -36,7 +40,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from ursa.data import hashing
 from ursa.data.imageio import MAX_PIXELS, open_image
 from ursa.data.manifest import PART_PREFIX, ImageRecord, Manifest, now, url_key
-from ursa.data.search import LicenseFilter, SearchProvider, SearchResult
+from ursa.data.search import LicenseFilter, SearchProvider, SearchResult, clean_text
 from ursa.errors import ConfigError, DataError, ImageError
 
 if TYPE_CHECKING:
@@ -48,6 +52,8 @@ USER_AGENT = "ursa-gather/0.1 (+https://github.com/; image dataset builder)"
 ACCEPTED_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
 #: URL outcomes that a later run does not try again (``failed`` is retried).
 SETTLED = frozenset({"saved", "duplicate", "near-duplicate", "rejected", "refused", "forgotten"})
+#: Longer URLs are refused (browsers and servers stop well before; no image needs more).
+MAX_URL_CHARS = 8192
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,36 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+_RESERVED = ipaddress.IPv6Network("::/8")  # unspecified, loopback, IPv4-compatible, ...
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")  # IPv4-mapped: the IPv4 address decides
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215, never global
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 IPv4-translated
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated IPv4-compatible
+
+
+def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (mapped, compatible, translated, NAT64,
+    6to4, Teredo server and client); empty for an IPv4 address or a plain IPv6 one.
+
+    Python 3.11's ``is_global`` looks into none of them (it only lists ``::ffff:0:0/96``
+    as private), so ``[::127.0.0.1]`` or ``[64:ff9b::7f00:1]`` would pass for public
+    though a NAT64 gateway, a 6to4 relay or the kernel may deliver them to loopback.
+    """
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    found = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address in _NAT64 or address in _TRANSLATED or (address in _COMPATIBLE and int(low) > 1):
+        found.append(low)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    return found
+
 
 class Refused(Exception):
     """A URL the guard will not fetch (private address, bad scheme, ...)."""
@@ -132,6 +168,22 @@ class Target:
     scheme: str
 
 
+def url_problem(url: object) -> str | None:
+    """What makes ``url`` unusable before any parsing (not text, too long, a control
+    character or a space, text that is not valid Unicode), or ``None``."""
+    if not isinstance(url, str) or not url:
+        return "empty or not text"
+    if len(url) > MAX_URL_CHARS:
+        return f"longer than {MAX_URL_CHARS:,} characters"
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return "contains a space or a control character"
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains text that is not valid Unicode (a lone surrogate)"
+    return None
+
+
 class UrlGuard:
     """Refuses URLs that resolve to non-global addresses unless the host is allowed."""
 
@@ -142,41 +194,57 @@ class UrlGuard:
     def _allowed(self, host: str, port: int, address: IPAddress) -> bool:
         if host.lower() in self.allow_names or f"{host.lower()}:{port}" in self.allow_names:
             return True
-        return any(address in network for network in self.allow_networks)
+        candidates = [address, *embedded_ipv4(address)]
+        return any(a in network for a in candidates for network in self.allow_networks)
 
     @staticmethod
     def is_public(address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        """Whether ``address`` is globally routable unicast, and so is every IPv4 it embeds."""
+        if isinstance(address, ipaddress.IPv6Address):
+            # All of ::/8 is reserved, but for two forms whose embedded IPv4 address decides.
+            reserved = address in _RESERVED and address not in _MAPPED and address not in _NAT64
+            if reserved or address in _LOCAL_NAT64:
+                return False
+            if not all(UrlGuard.is_public(inner) for inner in embedded_ipv4(address)):
+                return False
         return bool(address.is_global) and not address.is_multicast
 
     async def check(self, url: str) -> Target:
-        parts = urlsplit(url)
+        problem = url_problem(url)
+        if problem is not None:
+            raise Refused(f"malformed URL: {problem}")
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+            port_given = parts.port
+        except ValueError as error:  # "Invalid IPv6 URL", a port out of range, ...
+            raise Refused(f"malformed URL: {error}") from None
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
             raise Refused(f"scheme {scheme or 'none'!r} is not http(s)")
-        host = parts.hostname
         if not host:
             raise Refused("the URL has no host")
         if parts.username or parts.password:
             raise Refused("URLs with credentials are not fetched")
-        try:
-            port = parts.port or (443 if scheme == "https" else 80)
-        except ValueError:
-            raise Refused("the URL has an invalid port") from None
+        port = port_given or (443 if scheme == "https" else 80)
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as error:
+        except UnicodeError as error:  # a label IDNA cannot encode: the name is malformed
+            raise Refused(f"malformed host name {host!r} ({error})") from None
+        except socket.gaierror as error:
             raise Transient(f"cannot resolve {host} ({error})") from None
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         if not addresses:
             raise Transient(f"{host} resolves to no address")
+        # Every answer is checked, and the request goes to the first: the address connected to.
         for address in addresses:
             if not self.is_public(address) and not self._allowed(host, port, address):
+                inner = ", ".join(str(a) for a in embedded_ipv4(address))
+                embeds = f" (which embeds {inner})" if inner else ""
                 raise Refused(
-                    f"{host} resolves to {address}, a private/loopback/link-local address "
-                    f"(allow it with --allow-host {host}:{port} only if you trust it)"
+                    f"{host} resolves to {address}{embeds}, a private/loopback/link-local "
+                    f"address (allow it with --allow-host {host}:{port} only if you trust it)"
                 )
         address = addresses[0]
         literal = f"[{address}]" if address.version == 6 else str(address)
@@ -252,6 +320,8 @@ class DownloadReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     """How many URLs ended each way in this run."""
     events: list[DownloadEvent] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What the search said about itself: a service's cap reached, a later page that failed."""
 
     @property
     def short(self) -> dict[str, int]:
@@ -269,13 +339,21 @@ async def _fetch(
     for _hop in range(config.max_redirects + 1):
         target = await guard.check(current)
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-        request = client.build_request(
-            "GET", target.request_url, headers={"Host": target.host_header}, extensions=extensions
-        )
         try:
+            request = client.build_request(
+                "GET", target.request_url, headers={"Host": target.host_header},
+                extensions=extensions,
+            )  # fmt: skip
             response = await client.send(request, stream=True)
+        except httpx.InvalidURL as error:
+            # httpx parses a redirect's Location itself (even when not following it).
+            raise Refused(f"malformed URL or redirect target ({error})") from None
         except httpx.TimeoutException:
             raise Transient("timed out") from None
+        except httpx.RemoteProtocolError as error:
+            if str(error).startswith("Invalid URL in location header"):
+                raise Refused(f"redirect to a malformed URL ({error})") from None
+            raise Transient(f"connection failed ({type(error).__name__})") from None
         except httpx.TransportError as error:
             raise Transient(f"connection failed ({type(error).__name__})") from None
         try:
@@ -283,7 +361,10 @@ async def _fetch(
                 location = response.headers.get("location", "")
                 if not location:
                     raise Rejected(f"redirect ({response.status_code}) without a Location")
-                current = urljoin(current, location)
+                try:
+                    current = urljoin(current, location)
+                except ValueError as error:
+                    raise Refused(f"redirect to a malformed URL ({error})") from None
                 continue
             status = response.status_code
             if status == 429 or status >= 500:
@@ -302,6 +383,8 @@ async def _fetch(
                     body.extend(chunk)
                     if len(body) > config.max_bytes:
                         raise Rejected(f"over the size cap of {config.max_bytes:,} bytes")
+            except httpx.DecodingError as error:  # e.g. "Content-Encoding: gzip" over garbage
+                raise Rejected(f"the body could not be decoded ({error})") from None
             except httpx.TimeoutException:
                 raise Transient("timed out while reading") from None
             except httpx.TransportError as error:
@@ -332,6 +415,18 @@ async def fetch_with_retries(
         delay = config.backoff * (2**attempt) * (0.75 + random.random() / 2)
         attempt += 1
         await asyncio.sleep(delay)
+
+
+def _storable(result: SearchResult) -> SearchResult:
+    """``result`` with its descriptive text cleaned so the manifest can store it (a provider
+    other than ursa's own may pass lone surrogates through)."""
+    return replace(
+        result,
+        page_url=clean_text(result.page_url), title=clean_text(result.title),
+        creator=clean_text(result.creator), license=clean_text(result.license),
+        license_url=clean_text(result.license_url), query=clean_text(result.query),
+        provider=clean_text(result.provider),
+    )  # fmt: skip
 
 
 def _write_part(folder: Path, data: bytes) -> Path:
@@ -377,6 +472,23 @@ class _Downloader:
         self.in_flight: Counter[str] = Counter()
         self.report = DownloadReport(saved={}, target=per_class)
 
+    def refuse_unstorable(self, job: Job) -> bool:
+        """Record ``job`` as refused when its URL is not valid Unicode (it could not be stored)."""
+        url = job.result.url
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            # Recorded under an escaped spelling, the same on every run, so reruns skip it too.
+            stored = url.encode("utf-8", "backslashreplace").decode("utf-8")
+            job = Job(job.label, replace(job.result, url=stored))
+            if stored not in self.settled:
+                reason = "malformed URL: contains text that is not valid Unicode"
+                self.manifest.record_fetch(stored, job.label, "refused", reason)
+                self.settled.add(stored)
+                self.emit(job, "refused", reason)
+            return True
+        return False
+
     def emit(self, job: Job, outcome: str, reason: str = "", path: str = "") -> None:
         event = DownloadEvent(job.label, job.result.url, outcome, reason, path)
         self.report.outcomes[outcome] += 1
@@ -414,6 +526,9 @@ class _Downloader:
             return "rejected", str(error), ""
         except Transient as error:
             return "failed", str(error), ""
+        except ValueError as error:  # a URL form no check above foresaw: refuse it, go on
+            log.debug("unusable URL %r", url, exc_info=True)
+            return "refused", f"malformed URL ({error})", ""
         if not data:
             return "rejected", "empty body (0 bytes)", ""
         extension = sniff_extension(data)
@@ -491,6 +606,9 @@ class _Downloader:
             if url in seen:
                 continue
             seen.add(url)
+            if self.refuse_unstorable(job):
+                continue
+            job = Job(job.label, _storable(job.result))
             if url_key(url) in self.forgotten_urls:
                 self.emit(job, "forgotten", "this URL was forgotten (ursa forget)")
                 continue
@@ -579,12 +697,16 @@ def gather(
     jobs: list[Job] = []
     searches = [(label, config.query.replace("{}", label)) for label in labels]
     results = [provider.search(query, wanted, config.license) for _, query in searches]
+    notes = [note for found in results if (note := getattr(found, "note", ""))]
+    for note in notes:
+        log.info("%s", note)
     # Interleave the classes so every class fills at the same pace.
     for index in range(max((len(r) for r in results), default=0)):
         for (label, _), found in zip(searches, results, strict=True):
             if index < len(found):
                 jobs.append(Job(label, found[index]))
     report = download(root, jobs, config.per_class, download_config, on_event)
+    report.notes.extend(notes)
     for label in labels:
         report.saved.setdefault(label, 0)
     return report
