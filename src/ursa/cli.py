@@ -22,8 +22,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-errors = Console(stderr=True)
+# No emoji codes: a file called ":smile:.jpg" is shown as it is named.
+console = Console(emoji=False)
+errors = Console(stderr=True, emoji=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,7 +37,10 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except UrsaError as error:
-            errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            from ursa.cli_support import shown  # messages name files: escape them
+
+            message = shown(error, keep_newlines=True)
+            errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -125,7 +129,11 @@ def train(
         str, typer.Option(help="Imbalanced classes: none, weights (loss) or sampler.")
     ] = "none",
     precision: Annotated[
-        str, typer.Option(help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16.")
+        str,
+        typer.Option(
+            help="auto (bf16/fp16 on CUDA; bf16 on CPUs with bf16 instructions, else "
+            "fp32), fp32, bf16, fp16."
+        ),
     ] = "auto",
     history_plot: Annotated[
         Path | None, typer.Option(help="Write the loss/accuracy history as a PNG.")
@@ -135,7 +143,7 @@ def train(
     ] = True,
 ) -> None:
     """Fine-tune a pretrained backbone on PATH and write a bundle."""
-    from ursa.cli_support import RichLogger, TrainExtras, print_skipped, train_folder
+    from ursa.cli_support import RichLogger, TrainExtras, print_skipped, shown, train_folder
 
     extras = TrainExtras(
         checkpoint_dir=checkpoint_dir, resume=resume, early_stop=early_stop, monitor=monitor,
@@ -151,7 +159,7 @@ def train(
     bundle = learner.export(output)
     if learner.is_main:  # under `accelerate launch`, one process reports
         error = learner.final_metrics.error_rate if learner.final_metrics else math.nan
-        console.print(f"wrote {bundle} (error rate {error:.4f})", soft_wrap=True)
+        console.print(f"wrote {shown(bundle)} (error rate {error:.4f})", soft_wrap=True)
 
 
 @app.command()
@@ -187,10 +195,12 @@ def demo(
     size: Annotated[int, typer.Option(help="Input side in pixels.")] = 96,
 ) -> None:
     """Fine-tune on scikit-learn's handwritten digits, export, and predict held-back images."""
-    from ursa.cli_support import RichLogger, demo_report
+    from ursa.cli_support import RichLogger, demo_report, shown
     from ursa.demo import run_demo
 
-    console.print(f"writing scikit-learn's digits to {folder}/ and fine-tuning efficientnet_lite0")
+    console.print(
+        f"writing scikit-learn's digits to {shown(folder)}/ and fine-tuning efficientnet_lite0"
+    )
     result = run_demo(folder, epochs=epochs, size=size, logger=RichLogger(console))
     demo_report(console, result)
 

@@ -26,9 +26,9 @@ def clean(
         Path | None, typer.Argument(metavar="DATA", help="The dataset folder to clean.")
     ] = None,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
-    host: Annotated[str, typer.Option(help="Address to listen on (keep it loopback).")] = (
-        "127.0.0.1"
-    ),
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (keep it loopback: 127.0.0.1 or ::1).")
+    ] = "127.0.0.1",
     browser: Annotated[
         bool, typer.Option("--browser/--no-browser", help="Open the page in a browser.")
     ] = True,
@@ -60,6 +60,7 @@ def journal_command(
 ) -> None:
     """``--undo N`` (repeatable), ``--undo-all``, then ``--history``: no model needed."""
     from ursa.clean.journal import Journal
+    from ursa.cli_support import shown
     from ursa.data.manifest import MANIFEST_NAME
 
     if data.suffix == ".ursa" and data.is_file():
@@ -75,16 +76,20 @@ def journal_command(
             console.print(f"settled #{entry.id} left by a crash: {entry.state}", soft_wrap=True)
         for number in undo:
             done = journal.undo(number)
-            console.print(f"#{done.id} {done.describe()}", soft_wrap=True, highlight=False)
+            console.print(f"#{done.id} {shown(done.describe())}", soft_wrap=True, highlight=False)
         if undo_all:
             for done in journal.undo_all():
-                console.print(f"#{done.id} {done.describe()}", soft_wrap=True, highlight=False)
+                console.print(
+                    f"#{done.id} {shown(done.describe())}", soft_wrap=True, highlight=False
+                )
         if history or not (undo or undo_all):
             print_history(console, journal.history())
         console.print(f"in effect: {journal.summary().line()}", highlight=False)
 
 
 def print_history(console: Console, entries: list[Entry]) -> None:
+    from ursa.cli_support import plain
+
     if not entries:
         console.print("no decisions yet")
     for entry in entries:
@@ -93,7 +98,7 @@ def print_history(console: Console, entries: list[Entry]) -> None:
             state = f"undone by #{entry.undone_by}"
         note = f" ({entry.note})" if entry.note else ""
         console.print(
-            f"#{entry.id:<4} {entry.at}  {entry.describe()}  [{state}]{note}",
+            f"#{entry.id:<4} {entry.at}  {plain(entry.describe())}  [{state}]{plain(note)}",
             soft_wrap=True, highlight=False, markup=False,
         )  # fmt: skip
 

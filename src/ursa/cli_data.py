@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 def register(app: typer.Typer) -> None:
     """Add the dataset commands to ``app``."""
-    from ursa.cli import console, user_errors
+    from ursa.cli import console, errors, user_errors
 
     @app.command(context_settings={"allow_extra_args": True})
     @user_errors
@@ -88,21 +89,23 @@ def register(app: typer.Typer) -> None:
         ] = 6,
     ) -> None:
         """Find corrupt, tiny, duplicate, near-duplicate and train/valid-leaked images."""
+        from ursa.cli_support import shown
         from ursa.data.verify import VerifyConfig
         from ursa.data.verify import fix as apply_fix
         from ursa.data.verify import restore as undo
 
-        if restore:
-            console.print(f"restored {len(undo(path))} file(s) from the quarantine folder")
-            return
-        report = _verify_with_bar(console, path, VerifyConfig(min_side, near_threshold=threshold))
-        _print_findings(console, report)
-        if fix and report.to_quarantine:
-            moves = apply_fix(report)
-            console.print(
-                f"moved {len(moves)} file(s) to {path}/.ursa-quarantine (undo: --restore)",
-                soft_wrap=True,
-            )
+        # One ursa at a time changes a folder; a report takes the lock only to record.
+        with _changing(errors, path) if fix or restore else nullcontext():
+            if restore:
+                console.print(f"restored {len(undo(path))} file(s) from the quarantine folder")
+                return
+            config = VerifyConfig(min_side, near_threshold=threshold)
+            report = _verify_with_bar(console, path, config)
+            _print_findings(console, report)
+            if fix and report.to_quarantine:
+                moves = apply_fix(report)
+                console.print(f"moved {len(moves)} file(s) to {shown(path)}/.ursa-quarantine "
+                              f"(undo: --restore)", soft_wrap=True)  # fmt: skip
 
     @app.command()
     @user_errors
@@ -114,14 +117,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Who made each image, where it came from and under which licence (CSV or JSON)."""
+        from ursa.cli_support import shown
         from ursa.data.manifest import Manifest, export_to_file
 
         fmt = _format(format)
         if output is not None:
             count = export_to_file(path, output, fmt)
-            console.print(f"wrote {count} row(s) to {output}", soft_wrap=True)
+            console.print(f"wrote {count} row(s) to {shown(output)}", soft_wrap=True)
             return
-        with Manifest(path, create=False) as manifest:
+        with Manifest(path, read_only=True) as manifest:
             manifest.export(sys.stdout, fmt)
 
     @app.command()
@@ -131,16 +135,19 @@ def register(app: typer.Typer) -> None:
         target: Annotated[str, typer.Argument(help="The image's source URL or its sha256.")],
     ) -> None:
         """Take one image out for good: its file, manifest row and every copy; never re-download."""
+        from ursa.cli_support import shown
         from ursa.data.verify import forget as run_forget
 
-        report = run_forget(path, target)
+        with _changing(errors, path):
+            report = run_forget(path, target)
         for removed in report.removed:
-            console.print(f"removed {removed}", highlight=False, soft_wrap=True)
+            console.print(f"removed {shown(removed)}", highlight=False, soft_wrap=True)
         if not report.removed:
-            console.print(
-                f"{target} is not in {path}; recorded so gather never saves it", soft_wrap=True
-            )
-        console.print(f"recorded {report.recorded} hash(es) in {path}/ursa.sqlite", soft_wrap=True)
+            console.print(f"{shown(target)} is not in {shown(path)}; recorded so gather never "
+                          f"saves it", soft_wrap=True)  # fmt: skip
+        console.print(
+            f"recorded {report.recorded} hash(es) in {shown(path)}/ursa.sqlite", soft_wrap=True
+        )
 
 
 def _provider(
@@ -150,7 +157,12 @@ def _provider(
 
     key = api_key or os.environ.get(f"URSA_{name.upper()}_KEY", "")
     engine = cx or os.environ.get("URSA_GOOGLE_CX", "")
-    return make_provider(name, base_url=base_url, api_key=key, engine_id=engine)
+    client_id = os.environ.get("URSA_OPENVERSE_CLIENT_ID", "") if name == "openverse" else ""
+    secret = os.environ.get("URSA_OPENVERSE_CLIENT_SECRET", "") if name == "openverse" else ""
+    return make_provider(
+        name, base_url=base_url, api_key=key, engine_id=engine,
+        client_id=client_id, client_secret=secret,
+    )  # fmt: skip
 
 
 def _license(text: str) -> Literal["any", "commercial", "modification"]:
@@ -165,6 +177,22 @@ def _format(text: str) -> Literal["csv", "json"]:
         if text == choice:
             return choice
     raise ConfigError(f"--format {text}: use csv or json")
+
+
+def _changing(errors: Console, path: Path) -> AbstractContextManager[None]:
+    """The folder's lock (:func:`ursa.data.manifest.folder_lock`), saying so on stderr
+    when another process holds it and this one waits."""
+    from ursa.cli_support import shown
+    from ursa.data.manifest import folder_lock
+
+    def waiting() -> None:
+        errors.print(
+            f"waiting: another ursa is changing {shown(path)} (verify --fix or --restore, "
+            f"forget, clean); this one goes on when it is done (Ctrl-C to stop)",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+
+    return folder_lock(path, on_wait=waiting)
 
 
 class _bar:
@@ -195,25 +223,36 @@ def _verify_with_bar(console: Console, path: Path, config: VerifyConfig) -> Veri
 
 
 def _print_gather(console: Console, path: Path, report: DownloadReport) -> None:
+    from ursa.cli_support import plain, shown
+
     for label, count in report.saved.items():
-        console.print(f"{label}: {count}/{report.target} images", highlight=False)
+        console.print(f"{shown(label)}: {count}/{report.target} images", highlight=False)
     tally = ", ".join(f"{n} {kind}" for kind, n in sorted(report.outcomes.items()))
     console.print(f"this run: {tally or 'nothing new to fetch'}", highlight=False)
+    for note in report.notes:
+        console.print(plain(note), markup=False, highlight=False, soft_wrap=True)
     if report.short:
         console.print(
             "[yellow]some classes have fewer images than asked; run the same command again, "
             "or try another --provider or --query[/]"
         )
     console.print(
-        f"manifest: {path}/ursa.sqlite (`ursa sources {path}` lists licences)", soft_wrap=True
+        f"manifest: {shown(path)}/ursa.sqlite (`ursa sources {shown(path)}` lists licences)",
+        soft_wrap=True,
     )
 
 
 def _print_findings(console: Console, report: VerifyReport) -> None:
-    from ursa.cli_support import print_rows
+    from ursa.cli_support import print_rows, shown
+    from ursa.data.manifest import MANIFEST_NAME
 
     rows = [[f.kind, f.path, f.other, f.detail, f.action] for f in report.findings]
     if rows:
         print_rows(console, ["kind", "file", "copy of", "detail", "action"], rows)
     counts = ", ".join(f"{n} {kind}" for kind, n in report.counts().items())
     console.print(f"checked {report.checked} image(s): {counts or 'all good'}", highlight=False)
+    if not report.recorded:
+        console.print(
+            f"nothing was recorded: {shown(report.root)} is read-only, so its manifest "
+            f"({MANIFEST_NAME}) was left as it was", highlight=False, soft_wrap=True,
+        )  # fmt: skip

@@ -29,6 +29,7 @@ def interpret(
     """Confusion matrix, most confused, top losses with heat maps, per-class metrics and a
     self-contained report.html (the model card) for BUNDLE on DATA."""
     from ursa.cli import console
+    from ursa.cli_support import shown
     from ursa.export.bundle import read_bundle
     from ursa.export.model import Model
     from ursa.interpret.interpretation import Interpretation
@@ -40,10 +41,10 @@ def interpret(
     files = interp.save(output, k=top_k, heatmap=heatmap)
     if write_card:
         add_card_to_bundle(bundle, files["report.html"].read_text(encoding="utf-8"))
-        console.print(f"added card.html to {bundle}", soft_wrap=True)
+        console.print(f"added card.html to {shown(bundle)}", soft_wrap=True)
     console.print(
         f"{interp.split}: {len(interp.targets)} images, accuracy {interp.accuracy:.4f}; wrote "
-        + ", ".join(str(path) for path in files.values()),
+        + ", ".join(shown(path) for path in files.values()),
         soft_wrap=True,
     )
 

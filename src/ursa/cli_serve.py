@@ -57,7 +57,11 @@ def serve(
         bundle=bundle, int8=int8, provider=provider, threads=threads, workers=workers
     )
     Predictor(bundle, int8=int8, provider=provider, threads=1)  # fail here, not in a worker
-    console.print(f"serving {bundle} on http://{host}:{port} (pages / and /live, API /docs)")
+    from ursa.cli_support import shown
+
+    console.print(
+        f"serving {shown(bundle)} on http://{shown(host)}:{port} (pages / and /live, API /docs)"
+    )
     run(settings, host=host, port=port)
 
 

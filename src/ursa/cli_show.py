@@ -27,14 +27,16 @@ def show(
     """Write batch.png (labelled images as training sees them: augmented for train,
     un-normalised) and augment.png (one image under several augmentation draws)."""
     from ursa.cli import console
-    from ursa.cli_support import print_skipped
+    from ursa.cli_support import print_skipped, shown
 
     data = options.load(path, augment=augment)
     print_skipped(console, data)
     batch = out / "batch.png"
     data.show_batch(n=n, split=split, path=batch)
     data.show_augmentations(image=image, n=draws, path=out / "augment.png")
-    console.print(f"wrote {batch} and {out / 'augment.png'}", soft_wrap=True, highlight=False)
+    console.print(
+        f"wrote {shown(batch)} and {shown(out / 'augment.png')}", soft_wrap=True, highlight=False
+    )
 
 
 def register(app: typer.Typer) -> None:

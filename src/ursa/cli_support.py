@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -25,6 +27,56 @@ if TYPE_CHECKING:
     from ursa.serve.bench import BenchRow
     from ursa.train.learner import Learner
     from ursa.train.lr_find import LRFindResult
+
+
+#: Characters that reorder text on a terminal (bidirectional embeddings, overrides,
+#: isolates and marks): a name could show as something else.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escaped(char: str) -> str:
+    """``char`` as Python writes it in a string literal: \\n, \\x1b, \\u202e, \\udcff."""
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _unsafe(char: str) -> bool:
+    # Cc: C0/C1 controls and DEL (ESC starts terminal sequences); Cs: an undecodable
+    # byte in a file name (printing it would raise); Zl/Zp: line breaks.
+    return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI
+
+
+def plain(value: object, *, keep_newlines: bool = False) -> str:
+    """``value`` as text that cannot drive a terminal: control characters, undecodable
+    bytes and bidirectional overrides written as escapes (``\\x1b``, ``\\n``, ``\\udcff``).
+    ``keep_newlines`` keeps line breaks (for ursa's own multi-line messages)."""
+    text = str(value)
+    if text.isprintable():  # the common case: nothing to escape
+        return text
+    return "".join(
+        _escaped(char) if _unsafe(char) and not (keep_newlines and char == "\n") else char
+        for char in text
+    )
+
+
+def shown(value: object, *, keep_newlines: bool = False) -> str:
+    """``value`` (a file or class name, a message holding them) made safe to put in rich
+    output: :func:`plain`, then rich markup escaped, so ``[/nope]`` shows as written.
+
+    Every name the CLI prints goes through this (or :func:`tsv_field` when piped)."""
+    return escape(plain(value, keep_newlines=keep_newlines))
+
+
+def tsv_field(value: object) -> str:
+    """``value`` as one tab-separated field: backslash, tab, newline, carriage return and
+    other control characters escaped (``\\\\``, ``\\t``, ``\\n``, ``\\r``, ``\\x1b``), so a
+    file name can never split a row or a column."""
+    return plain(str(value).replace("\\", "\\\\"))
 
 
 class RichLogger:
@@ -70,19 +122,22 @@ class RichLogger:
         style = "yellow" if warning else None
         prefix = "warning: " if warning else ""
         self.console.print(
-            f"{prefix}{text}", style=style, markup=False, highlight=False, soft_wrap=True
-        )
+            f"{prefix}{plain(text, keep_newlines=True)}", style=style, markup=False,
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 def print_skipped(console: Console, data: ImageData) -> None:
     """Summarise the data, then list the files it skipped, each with its reason."""
-    console.print(data.summary(), highlight=False, soft_wrap=True)
+    console.print(shown(data.summary(), keep_newlines=True), highlight=False, soft_wrap=True)
     skipped = data.skipped
     if not skipped:
         return
     console.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/]")
     for error in skipped:
-        console.print(f"  {error.source}: {error.reason}", highlight=False, soft_wrap=True)
+        console.print(
+            f"  {shown(error.source)}: {shown(error.reason)}", highlight=False, soft_wrap=True
+        )
 
 
 @dataclass(frozen=True)
@@ -297,20 +352,26 @@ def write_csv(console: Console, path: Path, rows: Sequence[Sequence[str]]) -> No
             else:
                 writer.writerow([file, label, probability, detail, ""])
     errors = sum(row[1] == "error" for row in rows)
-    console.print(f"wrote {len(rows)} rows to {path} ({errors} unreadable file(s))", soft_wrap=True)
+    console.print(
+        f"wrote {len(rows)} rows to {shown(path)} ({errors} unreadable file(s))", soft_wrap=True
+    )
 
 
 def print_rows(console: Console, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A table on a terminal; tab-separated lines (header first) when piped."""
+    """A table on a terminal; tab-separated lines (header first) when piped.
+
+    Cells may hold names from a dataset or a bundle: on the terminal they are shown
+    escaped (:func:`shown`), in the TSV each is one field (:func:`tsv_field`).
+    """
     if console.is_terminal:
-        table = Table(*header)
+        table = Table(*map(shown, header))
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(shown, row))
         console.print(table)
         return
     # Straight to the file: Console.print would expand the tabs into spaces.
     for row in [list(header), *rows]:
-        console.file.write("\t".join(row) + "\n")
+        console.file.write("\t".join(map(tsv_field, row)) + "\n")
 
 
 def demo_report(console: Console, result: DemoResult) -> None:
@@ -318,11 +379,14 @@ def demo_report(console: Console, result: DemoResult) -> None:
     table = Table("held-back image", "true", "predicted", "probability")
     for path, truth, prediction in result.holdout:
         mark = "" if prediction.label == truth else " [red]✗[/]"
-        table.add_row(path.name, truth, prediction.label + mark, f"{prediction.probability:.3f}")
+        table.add_row(
+            shown(path.name), shown(truth), shown(prediction.label) + mark,
+            f"{prediction.probability:.3f}",
+        )  # fmt: skip
     console.print(table)
     correct = sum(p.label == t for _, t, p in result.holdout)
     console.print(f"held-back images correct: {correct}/{len(result.holdout)}")
-    console.print(f"bundle: {result.bundle}", soft_wrap=True)
+    console.print(f"bundle: {shown(result.bundle)}", soft_wrap=True)
     console.print(f"[bold]validation error rate: {result.error_rate:.4f}[/]")
 
 
@@ -345,7 +409,7 @@ def export_report(console: Console, result: ExportResult) -> None:
             f"{report.calibration_images} images",
             highlight=False, soft_wrap=True,
         )  # fmt: skip
-    console.print(f"wrote {result.bundle}", soft_wrap=True)
+    console.print(f"wrote {shown(result.bundle)}", soft_wrap=True)
 
 
 def print_bench(console: Console, rows: Sequence[BenchRow]) -> None:

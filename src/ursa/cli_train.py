@@ -29,7 +29,7 @@ def lr_find(
 ) -> None:
     """Sweep the learning rate of fine-tuning's unfrozen phase (after the head fit, as
     `ursa train --lr auto` does) over one pass of PATH; print the suggestion, write the plot."""
-    from ursa.cli_support import find_lr
+    from ursa.cli_support import find_lr, shown
 
     result, written = find_lr(
         path, options, arch=arch, batch_size=batch_size, pretrained=pretrained, weights=weights,
@@ -46,7 +46,7 @@ def lr_find(
             f"[yellow]this curve cannot be trusted ({result.unusable}): ursa train --lr auto "
             f"would keep the default 2e-3[/]", highlight=False, soft_wrap=True,
         )  # fmt: skip
-    console.print(f"plot: {written}", soft_wrap=True)
+    console.print(f"plot: {shown(written)}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,12 +16,14 @@ from tests.data.fakeweb import encode, structured_image
 from ursa.cli import app
 from ursa.data.items import items_from_class_folders
 from ursa.data.manifest import (
+    LOCK_NAME,
     MANIFEST_NAME,
     PART_PREFIX,
     QUARANTINE_DIR,
     ImageRecord,
     Manifest,
     export_to_file,
+    folder_lock,
 )
 from ursa.errors import DataError
 
@@ -103,3 +105,39 @@ def test_training_ignores_manifest_quarantine_and_partial_files(tmp_path: Path) 
         manifest.put(record("a/1.png"))
     items = items_from_class_folders(tmp_path)
     assert sorted((i.label, i.path.name) for i in items) == [("a", "1.png"), ("b", "1.png")]
+
+
+def test_read_only_opening_reads_and_never_writes(tmp_path: Path) -> None:
+    with Manifest(tmp_path) as manifest:
+        manifest.put(record("cat/1.jpg"))
+    before = (tmp_path / MANIFEST_NAME).read_bytes()
+    with Manifest(tmp_path, read_only=True) as manifest:
+        assert [r.path for r in manifest.records()] == ["cat/1.jpg"]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            manifest.put(record("cat/2.jpg"))
+    assert (tmp_path / MANIFEST_NAME).read_bytes() == before
+    with pytest.raises(DataError, match="has no manifest"):
+        Manifest(tmp_path / "cat", read_only=True)
+
+
+def test_a_database_without_the_columns_ursa_reads_is_refused(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / MANIFEST_NAME) as connection:
+        connection.execute("CREATE TABLE images (path TEXT PRIMARY KEY, sha256 TEXT)")
+    with pytest.raises(DataError, match=r"lacks images\.label"):
+        Manifest(tmp_path, read_only=True)
+    with pytest.raises(DataError, match="ursa manifest"):
+        Manifest(tmp_path)
+
+
+def test_the_folder_lock_is_reentrant_and_refuses_a_linked_lock_file(tmp_path: Path) -> None:
+    waited: list[bool] = []
+    # Taken twice by one process: no wait, no deadlock.
+    with folder_lock(tmp_path, on_wait=lambda: waited.append(True)), folder_lock(tmp_path):
+        assert (tmp_path / LOCK_NAME).is_file()
+    assert waited == []
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / LOCK_NAME).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match="symlink"), folder_lock(linked):
+        pass
+    assert not (tmp_path / "elsewhere").exists()

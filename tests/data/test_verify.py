@@ -15,7 +15,7 @@ from tests.data.fakeweb import FakeWeb, Resource, bomb_png, encode, near_copy, s
 from ursa.cli import app
 from ursa.data.download import DownloadConfig, GatherConfig, gather
 from ursa.data.items import items_from_class_folders
-from ursa.data.manifest import QUARANTINE_DIR, Manifest
+from ursa.data.manifest import LOCK_NAME, QUARANTINE_DIR, Manifest
 from ursa.data.search import OpenverseProvider
 from ursa.data.verify import VerifyConfig, fix, forget, restore, verify_folder
 from ursa.errors import ConfigError, DataError
@@ -24,11 +24,11 @@ runner = CliRunner()
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file except the manifest."""
+    """{relative path: sha256} of every file except the manifest and the folder's lock."""
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith("ursa.sqlite")
+        if p.is_file() and not p.name.startswith("ursa.sqlite") and p.name != LOCK_NAME
     }
 
 

@@ -272,6 +272,13 @@ def build_cache(
     group = (cache_dir() if directory is None else Path(directory)) / group_key[:32]
     files = [_identity(path) for path in paths]
     entry = _digest({"group": group_key, "files": files})[:32]
+    if group.is_symlink():
+        log.warning(
+            "decode cache off for %s: %s is a symlink; ursa makes its cache folders itself and "
+            "writes through no link. Remove the link (or clear the cache) to cache again.",
+            name, group,
+        )  # fmt: skip
+        return None
     try:
         found = _load_entry(group, entry, files)
         if found is not None:
@@ -328,11 +335,14 @@ def _read_index(index: Path) -> dict[str, Any] | None:
 
 
 def _load_entry(group: Path, entry: str, files: list[FileIdentity]) -> DecodeCache | None:
-    """The finished entry, or None when it is missing, unfinished or damaged."""
-    values = _read_index(group / f"{entry}.json")
+    """The finished entry, or None when it is missing, unfinished or damaged (or either
+    file is a symlink: only what a build wrote there is read)."""
+    index, pixels = group / f"{entry}.json", group / f"{entry}.pixels"
+    if index.is_symlink() or pixels.is_symlink():
+        return None
+    values = _read_index(index)
     if values is None or [tuple(f) for f in values.get("files", [])] != files:
         return None
-    pixels = group / f"{entry}.pixels"
     shapes = np.asarray(values["shapes"], dtype=np.int64).reshape(-1, 2)
     try:
         if pixels.stat().st_size != int((shapes[:, 0] * shapes[:, 1]).sum() * 3):
@@ -472,12 +482,17 @@ def _group_lock(group: Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    with open(group / ".lock", "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    # O_NOFOLLOW: a planted link cannot make the lock create a file elsewhere.
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    handle = os.open(group / ".lock", flags, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        os.close(handle)
 
 
 def _prune(group: Path, *, keep: str) -> None:

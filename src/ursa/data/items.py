@@ -19,6 +19,7 @@ import numpy as np
 from ursa.data.imageio import MAX_PIXELS
 from ursa.data.sources import IMAGE_INPUT, InputSource
 from ursa.errors import DataError, ImageError
+from ursa.safepaths import outside_link
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +46,79 @@ class ScanResult:
     sha256: dict[Path, str]
 
 
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _skip_link(path: Path, root: Path) -> None:
+    log.warning(
+        "skipped %r: a symlink that leads outside %s (ursa only reads files inside it)",
+        str(path), root,
+    )  # fmt: skip
 
 
-def files_in(folder: Path, source: InputSource = IMAGE_INPUT) -> Iterable[Path]:
+def _class_dirs(folder: Path, root: Path) -> list[Path]:
+    """Class folders: visible sub-folders of ``folder``; one that is a symlink leading
+    outside ``root`` is skipped with a warning (one that stays inside is followed)."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_dir():
+            continue
+        if path.is_symlink() and outside_link(path, root):
+            _skip_link(path, root)
+            continue
+        found.append(path)
+    return found
+
+
+def files_in(
+    folder: Path, source: InputSource = IMAGE_INPUT, *, root: Path | None = None
+) -> Iterable[Path]:
     """Files ``source`` reads under ``folder``, recursively, in sorted order; hidden
-    files and folders (the quarantine, caches) are skipped."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and source.matches(name):
-                yield Path(dirpath) / name
+    files and folders (the quarantine, caches) are skipped.
+
+    A file that is a symlink leading outside ``root`` (default ``folder``) is skipped
+    with a warning; one that stays inside is followed. Linked sub-folders are not
+    entered (as :func:`os.walk` does not).
+    """
+    fence = folder if root is None else root
+    pending = [folder]  # depth first, each folder's files before its sub-folders
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            continue  # unreadable or gone: as os.walk, nothing to list
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            linked = entry.is_symlink()
+            if entry.is_dir():
+                if not linked:
+                    subfolders.append(Path(entry.path))
+                continue
+            if not source.matches(entry.name):
+                continue
+            path = Path(entry.path)
+            if linked and outside_link(path, fence):
+                _skip_link(path, fence)
+                continue
+            yield path
+        pending.extend(reversed(subfolders))
 
 
-def items_from_class_folders(folder: Path, source: InputSource = IMAGE_INPUT) -> list[Item]:
-    """One item per file under ``folder/<class>/`` (nested folders included)."""
+def items_from_class_folders(
+    folder: Path, source: InputSource = IMAGE_INPUT, *, root: Path | None = None
+) -> list[Item]:
+    """One item per file under ``folder/<class>/`` (nested folders included).
+
+    A class folder or file that is a symlink leading outside ``root`` (the dataset
+    folder; default ``folder``) is skipped with a warning.
+    """
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder; give a folder with one sub-folder per class")
+    fence = folder if root is None else root
     items: list[Item] = []
-    for class_dir in _class_dirs(folder):
-        items.extend(Item(path, class_dir.name) for path in files_in(class_dir, source))
+    for class_dir in _class_dirs(folder, fence):
+        items.extend(Item(path, class_dir.name) for path in files_in(class_dir, source, root=fence))
     if not items:
         loose = [p.name for p in folder.iterdir() if p.is_file() and source.matches(p)]
         hint = (

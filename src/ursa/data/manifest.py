@@ -18,23 +18,42 @@ Status ``pending`` marks a downloaded file between "fully written under a
 temporary name" and "renamed into its class folder"; a crash between the two
 is settled by :meth:`Manifest.settle_pending` on the next run. The other
 statuses are the design's: ok, rejected, deleted, relabeled.
+
+A manifest may come from someone else (a dataset shared with its ``ursa.sqlite``):
+every path read from it goes through :func:`row_path` before a file is read, moved
+or deleted by it, and :func:`folder_lock` keeps two processes from changing the
+folder's files at once. A folder that cannot be written is read with
+``Manifest(root, read_only=True)`` (SQLite's read-only mode), never changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
+import logging
+import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TextIO
 
 from ursa.atomic import atomic_write_bytes
 from ursa.errors import DataError
+from ursa.safepaths import inside_root, outside_link
+
+try:  # POSIX; elsewhere one process at a time is the user's to ensure.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "ursa.sqlite"
 """File name of the manifest inside a dataset folder."""
@@ -42,6 +61,9 @@ QUARANTINE_DIR = ".ursa-quarantine"
 """Folder (inside the dataset folder, hidden so training skips it) for rejected files."""
 PART_PREFIX = ".ursa-part-"
 """Prefix of the temporary files a download writes before renaming them into place."""
+LOCK_NAME = ".ursa-clean.lock"
+"""Lock file (in the dataset folder) held by whoever changes the folder's files: ``ursa
+clean`` (whose lock it first was), ``ursa verify --fix`` / ``--restore`` and ``ursa forget``."""
 SCHEMA_VERSION = 1
 
 Status = Literal["pending", "ok", "rejected", "deleted", "relabeled"]
@@ -161,41 +183,119 @@ class QuarantineEntry:
     restored_at: str
 
 
+QUARANTINE_FIELDS = tuple(f.name for f in fields(QuarantineEntry))
+
+#: Every column ursa reads, by table: a file without them is not a manifest ursa wrote.
+_COLUMNS = {
+    "images": RECORD_FIELDS,
+    "fetches": ("url", "label", "outcome", "reason", "at"),
+    "forgotten": ("key", "kind", "at"),
+    "quarantine": QUARANTINE_FIELDS,
+}
+
+
+def _missing_columns(connection: sqlite3.Connection) -> list[str]:
+    """``table.column`` for every column ursa reads that the database lacks."""
+    missing: list[str] = []
+    for table, columns in _COLUMNS.items():
+        have = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        missing += [f"{table}.{name}" for name in columns if name not in have]
+    return missing
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """``path`` opened read-only. A WAL database in a folder that cannot be written may
+    lack the ``-shm`` file SQLite needs and cannot create; it is then opened as
+    immutable (nobody can change it there either)."""
+    uri = path.resolve().as_uri()
+    failure: sqlite3.Error | None = None
+    for query in ("?mode=ro", "?mode=ro&immutable=1"):
+        connection: sqlite3.Connection | None = None
+        try:
+            connection = sqlite3.connect(uri + query, uri=True, timeout=30.0)
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as error:
+            if connection is not None:
+                connection.close()
+            failure = error
+            continue
+        return connection
+    assert failure is not None
+    raise failure
+
+
+def manifest_writable(root: Path) -> bool:
+    """Whether ursa can write ``root``'s manifest: the folder (and the file, when there is
+    one) writable by this process. A read-only mount is not writable, even for root."""
+    manifest = root / MANIFEST_NAME
+    if not folder_writable(root):
+        return False
+    return not manifest.exists() or os.access(manifest, os.W_OK)
+
+
 class Manifest:
     """``ursa.sqlite`` in a dataset folder; use as a context manager.
 
     Every write is committed at once, so a crash loses nothing already
-    recorded and another process can read the file at any time.
+    recorded and another process can read the file at any time. With
+    ``read_only=True`` the file is opened in SQLite's read-only mode (for a
+    folder that cannot be written); every write then fails.
     """
 
-    def __init__(self, root: str | Path, *, create: bool = True) -> None:
+    def __init__(self, root: str | Path, *, create: bool = True, read_only: bool = False) -> None:
         self.root = Path(root)
         self.path = self.root / MANIFEST_NAME
-        if not create and not self.path.is_file():
+        self.read_only = read_only
+        if (not create or read_only) and not self.path.is_file():
             raise DataError(
                 f"{self.root} has no manifest ({MANIFEST_NAME}); run `ursa gather` or "
                 f"`ursa verify {self.root}` to make one"
             )
         if not self.root.is_dir():
             raise DataError(f"{self.root} is not a folder; give the dataset folder")
+        if self.path.is_symlink() and outside_link(self.path, self.root):
+            raise DataError(
+                f"{self.path} is a symlink that leads outside {self.root}; ursa keeps the "
+                f"manifest inside the dataset folder: remove the link (run `ursa verify "
+                f"{self.root}` to make a new manifest)"
+            )
+        if not read_only and not manifest_writable(self.root):
+            raise DataError(
+                f"{self.root} is read-only: ursa cannot write its manifest ({MANIFEST_NAME}) "
+                f"there. Make the folder writable, or check it without changing it: "
+                f"`ursa verify {self.root}` (without --fix)"
+            )
         try:
-            self.connection = sqlite3.connect(self.path, timeout=30.0)
+            if read_only:
+                self.connection = _connect_read_only(self.path)
+            else:
+                self.connection = sqlite3.connect(self.path, timeout=30.0)
+                self.connection.execute("PRAGMA journal_mode=WAL")
+                self.connection.execute("PRAGMA synchronous=NORMAL")
             self.connection.row_factory = sqlite3.Row
-            self.connection.execute("PRAGMA journal_mode=WAL")
-            self.connection.execute("PRAGMA synchronous=NORMAL")
             version = self.connection.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise DataError(
                     f"{self.path} was written by a newer ursa (schema {version}); upgrade ursa"
                 )
-            with self.connection:
-                self.connection.executescript(_SCHEMA)
-                self.connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if not read_only:
+                with self.connection:
+                    self.connection.executescript(_SCHEMA)
+                    self.connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            missing = _missing_columns(self.connection)
         except sqlite3.DatabaseError as error:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self.connection.close()
             raise DataError(
                 f"{self.path} is not a readable ursa manifest ({error}); move it aside and run "
                 f"`ursa verify {self.root}` to rebuild it from the files"
             ) from None
+        if missing:
+            self.connection.close()
+            raise DataError(
+                f"{self.path} is not an ursa manifest: it lacks {', '.join(missing)}; move it "
+                f"aside and run `ursa verify {self.root}` to rebuild it from the files"
+            )
 
     def __enter__(self) -> Manifest:
         return self
@@ -269,7 +369,10 @@ class Manifest:
         Returns ``(kept, dropped)``.
         """
         kept = dropped = 0
-        for record in self.records(status="pending"):
+        pending = self.records(status="pending")
+        for record in pending:  # every row checked before any file is looked at
+            row_path(self.root, record.path, what="pending image row's path")
+        for record in pending:
             if (self.root / record.path).is_file():
                 self.update(record.path, status="ok")
                 kept += 1
@@ -277,6 +380,8 @@ class Manifest:
                 self.remove([record.path])
                 dropped += 1
         for part in self.root.glob(f"*/{PART_PREFIX}*"):
+            if outside_link(part, self.root):  # a class folder that links elsewhere
+                continue
             part.unlink(missing_ok=True)
         return kept, dropped
 
@@ -331,7 +436,7 @@ class Manifest:
         rows = self.connection.execute(
             "SELECT * FROM quarantine WHERE restored_at = '' ORDER BY id DESC"
         )
-        return [QuarantineEntry(**dict(row)) for row in rows]
+        return [QuarantineEntry(**_typed(row, QUARANTINE_FIELDS, "quarantine")) for row in rows]
 
     def mark_restored(self, entry: QuarantineEntry) -> None:
         with self.connection:
@@ -358,14 +463,33 @@ class Manifest:
         return len(records)
 
 
+_NUMBER_FIELDS = frozenset({"width", "height", "size_bytes", "id"})
+
+
+def _typed(row: sqlite3.Row, names: tuple[str, ...], table: str) -> dict[str, Any]:
+    """The row's ``names`` columns, each text or (for sizes and ids) a whole number; else
+    a :class:`DataError` naming the row (a manifest from elsewhere may hold anything)."""
+    values = {name: row[name] for name in names}
+    for name, value in values.items():
+        number = name in _NUMBER_FIELDS
+        if isinstance(value, bool) or not isinstance(value, int if number else str):
+            key = values.get("path", values.get("id"))
+            raise DataError(
+                f"{MANIFEST_NAME}: {table} row {key!r} has {name} = {value!r}, not "
+                f"{'a whole number' if number else 'text'}; the manifest may come from someone "
+                f"else: move it aside and run `ursa verify` to rebuild it from the files"
+            )
+    return values
+
+
 def _record(row: sqlite3.Row) -> ImageRecord:
-    return ImageRecord(**{name: row[name] for name in RECORD_FIELDS})
+    return ImageRecord(**_typed(row, RECORD_FIELDS, "images"))
 
 
 def export_to_file(root: Path, output: Path, fmt: Literal["csv", "json"]) -> int:
     """Export the manifest of ``root`` to ``output`` (written atomically); return the row count."""
     buffer = io.StringIO()
-    with Manifest(root, create=False) as manifest:
+    with Manifest(root, read_only=True) as manifest:
         count = manifest.export(buffer, fmt)
     atomic_write(output, buffer.getvalue().encode())
     return count
@@ -379,16 +503,143 @@ def atomic_write(path: Path, data: bytes) -> None:
 def iter_image_paths(root: Path) -> Iterator[tuple[str, str, str, Path]]:
     """``(relative path, label, split, absolute path)`` of every image file in a dataset folder.
 
-    Uses the same walk as training (hidden folders, hence the quarantine, are skipped).
+    Uses the same walk as training (hidden folders, hence the quarantine, are skipped),
+    and skips, with a warning, a split folder, class folder or file that is a symlink
+    leading outside ``root``.
     """
     from ursa.data.items import find_split_folders, items_from_class_folders
 
     split = find_split_folders(root)
     parts = [(split[0], "train"), (split[1], "valid")] if split else [(root, "")]
     for folder, split_name in parts:
+        if outside_link(folder, root):
+            log.warning(
+                "skipped %r: a symlink that leads outside %s (ursa only reads files inside it)",
+                str(folder), root,
+            )  # fmt: skip
+            continue
         try:
-            items = items_from_class_folders(folder)
+            items = items_from_class_folders(folder, root=root)
         except DataError:
             continue  # an empty folder: nothing to list
         for item in items:
             yield item.path.relative_to(root).as_posix(), item.label, split_name, item.path
+
+
+RowKind = Literal["image", "quarantine"]
+
+
+def row_path(root: Path, value: object, *, what: str, kind: RowKind = "image") -> Path:
+    """``root / value`` for a path read from the manifest, checked before ursa reads,
+    moves or deletes a file by it; else a :class:`DataError` naming the row.
+
+    Every such path is relative, free of ``..`` and inside ``root`` with symlinks
+    resolved (:func:`ursa.safepaths.inside_root`). An image path (``kind="image"``:
+    ``images.path``, ``quarantine.original_path``) is also a file in a class folder,
+    as ursa writes them: two parts or more, none hidden, so a row cannot name the
+    manifest, the lock or the quarantine. A quarantine path lies inside the quarantine
+    folder.
+    """
+    if kind == "quarantine":
+        return inside_root(root, value, what=what, within=quarantine_folder(root))
+    path = inside_root(root, value, what=what)
+    parts = PurePosixPath(str(value)).parts
+    if len(parts) < 2 or any(part.startswith(".") for part in parts):
+        raise DataError(
+            f"{what} {value!r} is not a file in a class folder (a hidden or top-level file); "
+            f"ursa only moves or deletes images. The manifest ({MANIFEST_NAME}) may come from "
+            f"someone else: check that row, or move the manifest aside and run `ursa verify "
+            f"{root}` to rebuild it"
+        )
+    return path
+
+
+def quarantine_folder(root: Path) -> Path:
+    """``root``'s quarantine folder; a :class:`DataError` when it is a symlink (ursa makes
+    that folder itself, and a link could send rejected files, or take restored ones,
+    anywhere)."""
+    folder = root / QUARANTINE_DIR
+    if folder.is_symlink():
+        raise DataError(
+            f"{folder} is a symlink; ursa makes the quarantine folder itself and does not "
+            f"move files through a link: remove the link (the files it points to stay) and "
+            f"run again"
+        )
+    return folder
+
+
+def folder_writable(root: Path) -> bool:
+    """Whether this process may create files in ``root`` (false on a read-only mount,
+    even for root)."""
+    return os.access(root, os.W_OK | os.X_OK)
+
+
+_held: dict[str, list[int]] = {}
+"""Folder locks this process holds: resolved folder → [file descriptor, holders]."""
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def folder_lock(root: Path, *, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
+    """Hold ``root``'s lock (``flock`` on :data:`LOCK_NAME`) while changing its files.
+
+    A second process waits until the first is done (``on_wait`` is called once when it
+    has to wait); the lock goes with a process that dies. Re-entrant within a process
+    (its threads share it; the last one out releases it). A folder that cannot be
+    written is not locked: nothing can change it through ursa. A lock file that is a
+    symlink is refused.
+    """
+    key = str(Path(root).resolve())
+    with _held_guard:
+        shared = key in _held
+        if shared:
+            _held[key][1] += 1
+    if not shared:
+        handle = _open_lock(Path(root))
+        if handle is None:
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        except BaseException:  # interrupted while waiting: nothing held
+            os.close(handle)
+            raise
+        with _held_guard:
+            _held[key] = [handle, 1]
+    try:
+        yield
+    finally:
+        with _held_guard:
+            entry = _held[key]
+            entry[1] -= 1
+            last = entry[1] == 0
+            if last:
+                del _held[key]
+        if last:
+            fcntl.flock(entry[0], fcntl.LOCK_UN)
+            os.close(entry[0])
+
+
+def _open_lock(root: Path) -> int | None:
+    """The lock file's descriptor; None where there is nothing to lock (no ``flock``, or
+    a folder that cannot be written)."""
+    if fcntl is None or not root.is_dir() or not folder_writable(root):
+        return None
+    path = root / LOCK_NAME
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise DataError(
+                f"{path} is a symlink; ursa makes its lock file itself: remove the link and "
+                f"run again"
+            ) from None
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return None
+        raise DataError(f"cannot open the lock file {path} ({error.strerror})") from None

@@ -21,6 +21,13 @@ cross-class (near-)duplicate   the same image in two classes: probably        fl
 Quarantine moves the file to ``.ursa-quarantine/<same relative path>`` inside
 the dataset folder (hidden, so training skips it) and records why in the
 manifest; :func:`restore` moves every file back, byte for byte. Nothing is deleted.
+
+The manifest may come from someone else: every path read from it is checked
+(:func:`~ursa.data.manifest.row_path`) before a file is moved or deleted by it,
+and a bad row stops the command before it touches anything. Whatever changes the
+folder's files holds its lock (:func:`~ursa.data.manifest.folder_lock`), so two
+``verify --fix`` at once run one after the other. A folder that cannot be written
+is still verified: the report is made, nothing is recorded.
 """
 
 from __future__ import annotations
@@ -41,10 +48,15 @@ from ursa.data.manifest import (
     QUARANTINE_DIR,
     ImageRecord,
     Manifest,
+    folder_lock,
     iter_image_paths,
+    manifest_writable,
+    quarantine_folder,
+    row_path,
     url_key,
 )
 from ursa.errors import ConfigError, DataError, ImageError
+from ursa.safepaths import relative_problem
 
 Action = Literal["quarantine", "flag"]
 
@@ -115,6 +127,8 @@ class VerifyReport:
     root: Path
     checked: int
     findings: list[Finding] = field(default_factory=list)
+    recorded: bool = True
+    """False when the folder could not be written: the manifest was left as it was."""
 
     def counts(self) -> dict[str, int]:
         """Findings per kind."""
@@ -155,7 +169,7 @@ def inspect_file(
 def scan_folder(
     root: Path,
     config: VerifyConfig,
-    manifest: Manifest,
+    manifest: Manifest | None,
     *,
     reuse: bool = False,
     on_file: Callable[[], None] | None = None,
@@ -163,15 +177,34 @@ def scan_folder(
     """Inspect every image file in ``root`` and bring the manifest up to date.
 
     ``reuse`` trusts a manifest row whose size matches the file (no decode): for
-    look-ups such as ``forget``; verification always decodes.
+    look-ups such as ``forget``; verification always decodes. Without a manifest
+    (``None``: a folder that cannot be written) nothing is recorded.
     """
+    known = {r.path: r for r in manifest.records()} if manifest is not None and reuse else {}
+    facts = inspect_folder(root, config, known, on_file=on_file)
+    if manifest is not None:
+        record_facts(manifest, facts)
+    return facts
+
+
+def inspect_folder(
+    root: Path,
+    config: VerifyConfig,
+    known: dict[str, ImageRecord] | None = None,
+    *,
+    on_file: Callable[[], None] | None = None,
+) -> list[FileFacts]:
+    """Read, hash and decode every image file in ``root`` (in threads); a row of ``known``
+    whose size matches its file is trusted instead of decoding it."""
     files = list(iter_image_paths(root))
-    known = {r.path: r for r in manifest.records()}
+    known = known or {}
 
     def one(entry: tuple[str, str, str, Path]) -> FileFacts:
         relative, label, split, path = entry
         row = known.get(relative)
-        if reuse and row is not None and row.sha256 and row.size_bytes == _size(path):
+        if (row is not None and _is_hex(row.sha256, 64)
+                and (not row.phash or _is_hex(row.phash, 16))
+                and row.size_bytes == _size(path)):  # fmt: skip
             phash = hashing.from_hex(row.phash) if row.phash else None
             facts = FileFacts(relative, label, split, row.sha256, phash, row.width, row.height,
                               row.size_bytes, row.reason if phash is None else "")  # fmt: skip
@@ -183,9 +216,22 @@ def scan_folder(
 
     workers = config.workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        facts = list(pool.map(one, files))
+        return list(pool.map(one, files))
+
+
+def record_facts(manifest: Manifest, facts: list[FileFacts]) -> None:
+    """Bring the manifest up to date with ``facts`` (call it holding the folder's lock).
+
+    A file that went away after it was inspected (another process quarantined it)
+    keeps its row as that process left it; a row whose file is missing from
+    ``facts`` but is there now (put back meanwhile) is not marked deleted.
+    """
+    root = manifest.root
+    known = {r.path: r for r in manifest.records()}
     for fact in facts:
         row = known.get(fact.path)
+        if not (root / fact.path).is_file():
+            continue
         base = row if row is not None else ImageRecord(path=fact.path, sha256="", label=fact.label)
         record = dataclasses.replace(
             base,
@@ -199,8 +245,19 @@ def scan_folder(
     present = {fact.path for fact in facts}
     for row in known.values():
         if row.path not in present and row.status in ("ok", "pending") and not row.quarantine_path:
+            if relative_problem(row.path) is None and (root / row.path).exists():
+                continue  # came back after the scan listed the folder
             manifest.update(row.path, status="deleted", reason="the file is gone (removed by hand)")
-    return facts
+
+
+def _is_hex(text: str, digits: int) -> bool:
+    """Whether a hash read from the manifest is ``digits`` hex digits (rows may come from
+    elsewhere)."""
+    return len(text) == digits and all(c in "0123456789abcdef" for c in text.lower())
+
+
+def _phash_of(record: ImageRecord) -> int | None:
+    return hashing.from_hex(record.phash) if _is_hex(record.phash, 16) else None
 
 
 def _size(path: Path) -> int:
@@ -295,7 +352,8 @@ def verify_folder(
     """Decode and hash every image under ``root``; report what is broken, copied or leaked.
 
     Writes what it learns to the manifest ``root/ursa.sqlite``; moves nothing
-    (see :func:`fix`).
+    (see :func:`fix`). A folder that cannot be written is verified all the same,
+    the manifest left as it is (the report's ``recorded`` is False).
     """
     config = config or VerifyConfig()
     folder = Path(root)
@@ -303,9 +361,14 @@ def verify_folder(
         raise DataError(
             f"{root} is not a folder; give the dataset folder (one sub-folder per class)"
         )
-    with Manifest(folder) as manifest:
-        facts = scan_folder(folder, config, manifest, on_file=on_file)
-    report = VerifyReport(folder, len(facts))
+    recorded = manifest_writable(folder)
+    if recorded:
+        Manifest(folder).close()  # a bad manifest is reported now, not after decoding
+    facts = inspect_folder(folder, config, on_file=on_file)  # the long part: no lock
+    if recorded:
+        with folder_lock(folder), Manifest(folder) as manifest:
+            record_facts(manifest, facts)
+    report = VerifyReport(folder, len(facts), recorded=recorded)
     report.findings.extend(
         Finding(f.kind, f.path, "", f.problem, "quarantine") for f in facts if f.problem
     )
@@ -314,23 +377,33 @@ def verify_folder(
 
 
 def fix(report: VerifyReport) -> list[tuple[str, str]]:
-    """Move every finding marked ``quarantine`` into the quarantine folder; return the moves."""
+    """Move every finding marked ``quarantine`` into the quarantine folder; return the moves.
+
+    Holds the folder's lock; a file already gone (another process fixed it first) is
+    skipped. Raises :class:`DataError` when the folder cannot be written or its
+    quarantine folder is a symlink.
+    """
     root = report.root
     moves: list[tuple[str, str]] = []
-    with Manifest(root) as manifest:
+    with folder_lock(root), Manifest(root) as manifest:
+        quarantine_folder(root)  # refused at once when it is a symlink
         for finding in report.to_quarantine:
-            source = root / finding.path
+            source = row_path(root, finding.path, what="file")
             if not source.is_file():
                 continue
             relative = f"{QUARANTINE_DIR}/{finding.path}"
             target = root / relative
             serial = 1
-            while target.exists():
+            while target.exists() or target.is_symlink():
                 relative = f"{QUARANTINE_DIR}/{finding.path}.{serial}"
                 target = root / relative
                 serial += 1
+            target = row_path(root, relative, what="quarantine place", kind="quarantine")
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, target)
+            try:
+                os.replace(source, target)
+            except FileNotFoundError:
+                continue  # removed meanwhile by something that does not take the lock
             reason = f"{finding.kind}: {finding.detail}"
             if finding.other:
                 reason += f" (kept {finding.other})"
@@ -342,17 +415,30 @@ def fix(report: VerifyReport) -> list[tuple[str, str]]:
 def restore(root: str | Path) -> list[str]:
     """Move every quarantined file back to where it was; return their paths.
 
+    Every journal row is checked first: one whose path is absolute, has ``..`` or
+    leads outside the folder (or its quarantine path outside the quarantine folder)
+    stops the restore before any file moves, with a :class:`DataError` naming it.
     Raises :class:`DataError` naming the files that could not go back because
     something now stands in their place (the rest are restored).
     """
     folder = Path(root)
     restored: list[str] = []
     blocked: list[str] = []
-    with Manifest(folder, create=False) as manifest:
-        for entry in manifest.quarantined():
-            source = folder / entry.quarantine_path
-            target = folder / entry.original_path
-            if target.exists():
+    with folder_lock(folder), Manifest(folder, create=False) as manifest:
+        quarantine = quarantine_folder(folder)
+        entries = manifest.quarantined()
+        checked = [
+            (
+                entry,
+                row_path(folder, entry.quarantine_path, what=f"quarantine row {entry.id}'s "
+                         "quarantine_path", kind="quarantine"),
+                row_path(folder, entry.original_path,
+                         what=f"quarantine row {entry.id}'s original_path"),
+            )
+            for entry in entries
+        ]  # fmt: skip
+        for entry, source, target in checked:
+            if target.exists() or target.is_symlink():
                 blocked.append(entry.original_path)
                 continue
             if not source.is_file():
@@ -362,7 +448,7 @@ def restore(root: str | Path) -> list[str]:
             os.replace(source, target)
             manifest.mark_restored(entry)
             restored.append(entry.original_path)
-    _remove_empty_dirs(folder / QUARANTINE_DIR)
+        _remove_empty_dirs(quarantine)
     if blocked:
         raise DataError(
             f"restored {len(restored)} file(s) but not: {', '.join(blocked)}; "
@@ -372,7 +458,7 @@ def restore(root: str | Path) -> list[str]:
 
 
 def _remove_empty_dirs(folder: Path) -> None:
-    if not folder.is_dir():
+    if folder.is_symlink() or not folder.is_dir():
         return
     for dirpath, _dirnames, _filenames in sorted(os.walk(folder), key=lambda w: -len(w[0])):
         if not os.listdir(dirpath):
@@ -407,7 +493,7 @@ def forget(root: str | Path, target: str, config: VerifyConfig | None = None) ->
             f"{target!r} is neither a URL nor a sha256: give the image's source URL (see "
             f"`ursa sources {root}`) or its sha256 (at least the first 12 hex digits)"
         )
-    with Manifest(folder) as manifest:
+    with folder_lock(folder), Manifest(folder) as manifest:
         scan_folder(folder, config, manifest, reuse=True)
         records = manifest.records()
         if is_url:
@@ -419,18 +505,24 @@ def forget(root: str | Path, target: str, config: VerifyConfig | None = None) ->
         shas = {r.sha256 for r in seeds}
         if not is_url and not seeds and len(text) == 64:
             shas.add(text)
-        phashes = [hashing.from_hex(r.phash) for r in seeds if r.phash]
+        phashes = [p for p in map(_phash_of, seeds) if p is not None]
         doomed = [
             r for r in records
             if r.sha256 in shas
-            or (r.phash and phashes and _within(hashing.from_hex(r.phash), phashes, config))
+            or (phashes and (p := _phash_of(r)) is not None and _within(p, phashes, config))
         ]  # fmt: skip
-        removed: list[str] = []
+        files: list[tuple[str, Path]] = []  # every row checked before any file goes
         for record in doomed:
-            for relative in (record.path, record.quarantine_path):
-                if relative and (folder / relative).is_file():
-                    (folder / relative).unlink()
-                    removed.append(relative)
+            files.append((record.path, row_path(folder, record.path, what="image row's path")))
+            if record.quarantine_path:
+                where = row_path(folder, record.quarantine_path, kind="quarantine",
+                                 what=f"image row {record.path!r}'s quarantine_path")  # fmt: skip
+                files.append((record.quarantine_path, where))
+        removed: list[str] = []
+        for relative, path in files:
+            if path.is_file():
+                path.unlink()
+                removed.append(relative)
         manifest.remove(r.path for r in doomed)
         keys = [("sha256", s) for s in shas | {r.sha256 for r in doomed}]
         keys += [("phash", hashing.to_hex(p)) for p in phashes]
