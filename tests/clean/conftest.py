@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 
 from tests.export.bundles import shared_tiny_bundle
-from ursa.clean.journal import LOCK_NAME
 from ursa.clean.thumbnails import CACHE_DIR
-from ursa.data.manifest import MANIFEST_NAME, QUARANTINE_DIR
+from ursa.data.manifest import LOCK_NAME, MANIFEST_NAME, QUARANTINE_DIR
 from ursa.serve.bench import free_port, stop_process
 
 #: Files the cleaner may change without changing the dataset: its database and caches.

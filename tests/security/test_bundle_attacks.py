@@ -274,7 +274,7 @@ def test_more_class_names_than_outputs_is_refused_at_load(
     import ursa
 
     bad = with_class_names(tiny_bundle, tmp_path / "five.ursa", ["a", "b", "c", "d", "e"])
-    with pytest.raises(BundleError, match="5 classes|names 5") as caught:
+    with pytest.raises(BundleError, match=r"5 classes|names 5") as caught:
         ursa.load(bad, backend=backend)
     assert "\n" not in str(caught.value)
     fine = with_class_names(tiny_bundle, tmp_path / "three.ursa", ["x", "y", "z"])

@@ -28,12 +28,12 @@ from tests.clean.conftest import clean_server, snapshot
 from tests.conftest import make_class_folder
 from tests.export.bundles import shared_tiny_bundle
 from ursa.clean.app import check_port, create_app, page_url
-from ursa.clean.journal import LOCK_NAME, Journal
+from ursa.clean.journal import Journal
 from ursa.clean.session import CleanSession
 from ursa.clean.settings import CleanSettings
 from ursa.clean.thumbnails import CACHE_DIR, Thumbnails
 from ursa.cli import app
-from ursa.data.manifest import MANIFEST_NAME, QUARANTINE_DIR
+from ursa.data.manifest import LOCK_NAME, MANIFEST_NAME, QUARANTINE_DIR
 from ursa.errors import DataError
 
 CLASSES = ["blue", "green", "red"]

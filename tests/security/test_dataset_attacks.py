@@ -547,3 +547,32 @@ def test_report_only_verify_works_on_a_read_only_folder(
     assert fixed.exit_code == 1 and "read-only" in fixed.output
     assert (root / "cat" / "copy-0.png").is_file()  # --fix moved nothing
     no_traceback(result.output + fixed.output)
+
+
+# -- a labels table naming files outside its image folder, a split folder linking out ------
+
+
+def test_a_labels_table_naming_files_outside_the_image_folder_is_refused(tmp_path: Path) -> None:
+    from ursa.data.core import ImageData
+
+    data = make_dataset(tmp_path / "data")
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(picture(99))
+    rows = [f"{p.relative_to(data).as_posix()},{p.parent.name}" for p in data.glob("*/*.png")]
+    rows += ["../secret.png,cat", f"{outside},dog"]
+    table = data / "labels.csv"
+    table.write_text("fname,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"2 row\(s\) name files outside the image folder"):
+        ImageData.from_csv(table, size=32)
+
+
+def test_a_train_folder_linking_outside_is_not_trained_on(tmp_path: Path) -> None:
+    from ursa.data.core import ImageData
+
+    elsewhere = make_dataset(tmp_path / "elsewhere")
+    root = tmp_path / "data"
+    (root / "valid").mkdir(parents=True)
+    make_dataset(root / "valid")
+    (root / "train").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(DataError, match="symlink leading outside"):
+        ImageData.from_folder(root, size=32)

@@ -50,7 +50,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from ursa.data.items import VALID_DIR_NAMES, find_split_folders
-from ursa.data.manifest import MANIFEST_NAME, QUARANTINE_DIR, Manifest, iter_image_paths, now
+from ursa.data.manifest import (
+    MANIFEST_NAME,
+    QUARANTINE_DIR,
+    Manifest,
+    folder_lock,
+    iter_image_paths,
+    now,
+)
 from ursa.errors import DataError, UrsaError
 from ursa.safepaths import (
     class_name_problem,
@@ -62,7 +69,6 @@ from ursa.safepaths import (
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".ursa-clean.lock"
 """Lock file (in the dataset folder) held by whoever is changing the folder."""
 FAULT_POINTS = ("before-move", "after-move")
 """Where a fault-injection hook can kill the process (for crash tests)."""
@@ -220,50 +226,18 @@ def file_sha256(path: Path) -> str:
 
 
 class _FolderLock:
-    """Exclusive access to the dataset folder: a thread lock, and ``flock`` across processes."""
+    """Exclusive access to the dataset folder: a thread lock among the server's threads,
+    and the dataset's folder lock (:func:`ursa.data.manifest.folder_lock`) across
+    processes, the one ``ursa verify --fix`` and ``ursa forget`` take too."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, root: Path) -> None:
+        self.root = root
         self.thread_lock = threading.RLock()
-        self.depth = 0
-        self.handle: int | None = None
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
-        with self.thread_lock:
-            if self.depth == 0:
-                self._acquire()
-            self.depth += 1
-            try:
-                yield
-            finally:
-                self.depth -= 1
-                if self.depth == 0:
-                    self._release()
-
-    def _acquire(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: one process at a time is the user's to ensure
-            return
-        try:  # not through a symlink: that could create or open a file outside the dataset
-            self.handle = os.open(
-                self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644
-            )
-        except OSError as error:
-            raise DataError(
-                f"cannot open the lock file {self.path} ({error.strerror}); if it is a symlink, "
-                f"remove it (ursa clean makes its own)"
-            ) from None
-        fcntl.flock(self.handle, fcntl.LOCK_EX)
-
-    def _release(self) -> None:
-        if self.handle is not None:
-            import fcntl
-
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
-            os.close(self.handle)
-            self.handle = None
+        with self.thread_lock, folder_lock(self.root):
+            yield
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -312,7 +286,7 @@ class Journal:
         #: With train/ and valid/ folders, class folders are one level down.
         self.split_folders = find_split_folders(self.root) is not None
         Manifest(self.root).close()  # creates ursa.sqlite (and its tables) if missing
-        self._lock = _FolderLock(self.root / LOCK_NAME)
+        self._lock = _FolderLock(self.root)
         try:
             self.connection = sqlite3.connect(
                 self.root / MANIFEST_NAME, timeout=30.0, isolation_level=None,

@@ -244,9 +244,10 @@ class ImageData:
                 f"list (valid_list=, --valid-list) or merge the folders"
             )
         train_dir, valid_dir = split
-        items = items_from_class_folders(train_dir, config.input) + items_from_class_folders(
-            valid_dir, config.input
-        )
+        # The fence is the dataset folder: a train/ or valid/ that links out is skipped.
+        items = items_from_class_folders(
+            train_dir, config.input, root=root
+        ) + items_from_class_folders(valid_dir, config.input, root=root)
         return cls.from_items(
             root, items, config, splitter=split_by_folder(valid_dir), spec=DataSpec(split="folder")
         )

@@ -60,7 +60,7 @@ def _class_dirs(folder: Path, root: Path) -> list[Path]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_dir():
             continue
-        if path.is_symlink() and outside_link(path, root):
+        if outside_link(path, root):  # a link, or a folder under one (train/ -> elsewhere)
             _skip_link(path, root)
             continue
         found.append(path)
@@ -116,6 +116,11 @@ def items_from_class_folders(
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder; give a folder with one sub-folder per class")
     fence = folder if root is None else root
+    if outside_link(folder, fence):
+        raise DataError(
+            f"{folder} is a symlink leading outside {fence}; ursa reads only files inside the "
+            f"dataset folder: copy or move the images in instead of linking them"
+        )
     items: list[Item] = []
     for class_dir in _class_dirs(folder, fence):
         items.extend(Item(path, class_dir.name) for path in files_in(class_dir, source, root=fence))

@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args
 from ursa.data.items import Item, files_in
 from ursa.data.sources import IMAGE_INPUT, InputSource
 from ursa.errors import ConfigError, DataError
+from ursa.safepaths import is_within
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,7 @@ def items_from_table(
     bad_split: dict[str, int] = {}
     conflicts: list[str] = []
     duplicates: list[str] = []
+    outside: list[str] = []
     for line, row in enumerate(rows[1:], start=2):
         cells = [cell.strip() for cell in row] + [""] * (len(header) - len(row))
         name, label = cells[path_at], cells[label_at]
@@ -264,6 +266,9 @@ def items_from_table(
             empty.append(line)
             continue
         path = (image_dir / name).resolve()
+        if not is_within(path, image_dir):  # a table is data: ../ or /etc/... is refused
+            outside.append(name)
+            continue
         if split_at is not None:
             is_valid = parse_split_value(cells[split_at])
             if is_valid is None:
@@ -276,6 +281,12 @@ def items_from_table(
         labels[path] = label
         if not path.is_file():
             missing.append(name)
+    if outside:
+        raise DataError(
+            f"{table}: {len(outside)} row(s) name files outside the image folder {image_dir} "
+            f"({_some([repr(n) for n in outside])}); file names are relative to that folder "
+            f"(the data folder, or image_dir=): give the folder that holds them or fix the rows"
+        )
     if empty:
         raise DataError(
             f"{table}: {len(empty)} row(s) lack a file name or a label (lines "

@@ -83,7 +83,7 @@ def relative_path(item: Item, root: Path) -> str:
 def _manifest_rows(data: ImageData) -> dict[str, ImageRecord] | None:
     if not (data.root / MANIFEST_NAME).is_file():
         return None
-    with Manifest(data.root, create=False) as manifest:
+    with Manifest(data.root, read_only=True) as manifest:  # the dataset may be read-only
         return {row.path: row for row in manifest.records()}
 
 
