@@ -178,10 +178,12 @@ def predict(
     files = expand_images(images, read_bundle(bundle).config.preprocess.input)
     rows = predict_rows(bundle, files, top_k=top_k, batch_size=batch_size, console=console)
     if out is None:
-        print_rows(console, ["file", "label", "probability", f"top {top_k}"], rows)
+        print_rows(
+            console, ["file", "label", "probability", f"top {top_k}"], [r.cells() for r in rows]
+        )
     else:
         write_csv(console, out, rows)
-    if any(row[1] == "error" for row in rows):
+    if any(row.error is not None for row in rows):
         raise typer.Exit(1)
 
 

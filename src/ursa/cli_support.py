@@ -277,6 +277,26 @@ def expand_images(arguments: Sequence[str], source: InputSource | None = None) -
     return files
 
 
+@dataclass(frozen=True)
+class PredictRow:
+    """One file's answer from ``ursa predict``: a prediction, or why the file was unreadable.
+
+    The error is a field of its own: class names are data (a class may be called
+    ``error``), never markers."""
+
+    path: str
+    label: str = ""
+    probability: str = ""
+    top: str = ""
+    error: str | None = None
+
+    def cells(self) -> list[str]:
+        """The row of the terminal table / TSV: file, label, probability, top-k."""
+        if self.error is not None:
+            return [self.path, "", "", f"unreadable: {self.error}"]
+        return [self.path, self.label, self.probability, self.top]
+
+
 def predict_rows(
     bundle: Path,
     images: Sequence[Path],
@@ -284,8 +304,8 @@ def predict_rows(
     top_k: int,
     batch_size: int = 32,
     console: Console | None = None,
-) -> list[list[str]]:
-    """[file, label, probability, top-k] per image; an unreadable file gets "error" and why.
+) -> list[PredictRow]:
+    """One :class:`PredictRow` per image; an unreadable file gets its error, not a crash.
 
     Images are decoded in threads and run through the model ``batch_size`` at a
     time; a progress bar shows on ``console`` when there are many.
@@ -309,7 +329,7 @@ def predict_rows(
         except UrsaError as error:
             return error
 
-    rows: list[list[str]] = []
+    rows: list[PredictRow] = []
     show = console is not None and len(images) > batch_size
     progress = Progress(
         TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -328,16 +348,18 @@ def predict_rows(
             )
             for path, item in zip(chunk, prepared, strict=True):
                 if isinstance(item, UrsaError):
-                    rows.append([str(path), "error", "", str(item)])
+                    rows.append(PredictRow(str(path), error=str(item)))
                     continue
                 prediction = next(answers)
                 top = ", ".join(f"{label} {p:.3f}" for label, p in prediction.top(top_k))
-                rows.append([str(path), prediction.label, f"{prediction.probability:.4f}", top])
+                rows.append(
+                    PredictRow(str(path), prediction.label, f"{prediction.probability:.4f}", top)
+                )
             progress.update(task, advance=len(chunk))
     return rows
 
 
-def write_csv(console: Console, path: Path, rows: Sequence[Sequence[str]]) -> None:
+def write_csv(console: Console, path: Path, rows: Sequence[PredictRow]) -> None:
     """Write predictions as CSV (path, label, probability, top_k, error), atomically."""
     import csv
 
@@ -346,12 +368,9 @@ def write_csv(console: Console, path: Path, rows: Sequence[Sequence[str]]) -> No
     with atomic_file(path, text=True) as stream:
         writer = csv.writer(stream)
         writer.writerow(["path", "label", "probability", "top_k", "error"])
-        for file, label, probability, detail in rows:
-            if label == "error":
-                writer.writerow([file, "", "", "", detail])
-            else:
-                writer.writerow([file, label, probability, detail, ""])
-    errors = sum(row[1] == "error" for row in rows)
+        for row in rows:
+            writer.writerow([row.path, row.label, row.probability, row.top, row.error or ""])
+    errors = sum(row.error is not None for row in rows)
     console.print(
         f"wrote {len(rows)} rows to {shown(path)} ({errors} unreadable file(s))", soft_wrap=True
     )
