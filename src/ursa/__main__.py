@@ -2,4 +2,5 @@
 
 from ursa.cli import main
 
-main()
+if __name__ == "__main__":  # importing the module (a docs tool, a test) runs nothing
+    main()
