@@ -53,8 +53,8 @@ def serve(
     from ursa.serve.predictor import Predictor
     from ursa.serve.settings import ServeSettings
 
-    settings = ServeSettings(
-        bundle=bundle, int8=int8, provider=provider, threads=threads, workers=workers
+    settings = ServeSettings.load(
+        bundle=bundle, int8=int8, provider=provider, threads=threads, workers=workers, host=host
     )
     Predictor(bundle, int8=int8, provider=provider, threads=1)  # fail here, not in a worker
     from ursa.cli_support import shown

@@ -141,25 +141,24 @@ def test_metrics_count_requests_by_status(
 def test_full_queue_answers_503(tiny_served: tuple[Path, Path]) -> None:
     image = _png(sorted(tiny_served[1].rglob("*.png"))[0])
     with running_server(tiny_served[0], max_queue="1") as server:
-        # Hold the only slot: headers and half a body, the rest never sent.
+        # A half-sent body does not hold the only slot: admission comes after the body.
         holder = socket.create_connection(("127.0.0.1", server.port))
         holder.sendall(
-            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
             + f"Content-Length: {len(image)}\r\n\r\n".encode()
             + image[: len(image) // 2]
         )
         try:
-            for _ in range(50):  # until the server has admitted the held request
-                status, answer = request(server.port, "POST", "/predict", image, "image/png")
-                if status == 503:
-                    break
+            status, _ = request(server.port, "POST", "/predict", image, "image/png")
+            assert status == 200
+            # Two images are more than the one slot: 503, with the setting to raise.
+            body, kind = multipart([("files", "a.png", image), ("files", "b.png", image)])
+            status, answer = request(server.port, "POST", "/predict/batch", body, kind)
             assert status == 503 and "URSA_MAX_QUEUE" in answer["detail"]
         finally:
             holder.sendall(image[len(image) // 2 :])
-            holder.recv(65536)
+            assert holder.recv(65536).startswith(b"HTTP/1.1 200")
             holder.close()
-        status, _ = request(server.port, "POST", "/predict", image, "image/png")
-        assert status == 200
 
 
 def test_concurrent_images_share_one_model_run(tiny_served: tuple[Path, Path]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,16 @@ def assert_not_blank(png: bytes) -> None:
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
 
 
+def console_errors(page: Any) -> list[str]:
+    """Errors the page logs from now on; a Content-Security-Policy refusal is one."""
+    errors: list[str] = []
+    page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
 @pytest.fixture(scope="module")
 def server(tiny_served: tuple[Path, Path]) -> Iterator[ServerProcess]:
     with running_server(tiny_served[0]) as process:
@@ -63,6 +74,7 @@ def test_upload_page_shows_the_top_class(
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     try:
         page = browser.new_page()
+        errors = console_errors(page)
         page.goto(f"http://127.0.0.1:{server.port}/")
         page.set_input_files("#file", str(image))
         page.wait_for_selector("#result:not([hidden])", timeout=15_000)
@@ -74,6 +86,7 @@ def test_upload_page_shows_the_top_class(
         assert width > 0
         assert "server" in page.inner_text("#timing")
         assert_not_blank(page.screenshot(path=str(tmp_path / "upload.png")))
+        assert not errors, errors
     finally:
         browser.close()
 
@@ -94,14 +107,18 @@ def test_live_page_charts_the_fake_camera(
     try:
         context = browser.new_context(permissions=["camera"])
         page = context.new_page()
+        errors = console_errors(page)
         page.goto(f"http://127.0.0.1:{server.port}/live")
         page.wait_for_selector("#legend li", timeout=15_000)
         page.click("#toggle")
         # Enough frames that the lines span a good part of the chart: with only a few,
         # the mostly white chart can fall under the flat-screenshot threshold below.
-        page.wait_for_function(
-            "Number(document.getElementById('frames').textContent) >= 40", timeout=60_000
-        )
+        # Polled from here: wait_for_function evaluates a string, which the page's
+        # Content-Security-Policy (no 'unsafe-eval') rightly refuses.
+        deadline = time.monotonic() + 60
+        while int(page.inner_text("#frames")) < 40:
+            assert time.monotonic() < deadline, "fewer than 40 frames in 60 s"
+            page.wait_for_timeout(200)
         p50 = page.inner_text("#p50")
         assert p50.endswith(" ms") and float(p50.split()[0]) > 0
         assert float(page.inner_text("#p99").split()[0]) >= float(p50.split()[0])
@@ -124,5 +141,30 @@ def test_live_page_charts_the_fake_camera(
         assert coloured > 200
         assert_not_blank(page.locator("#chart").screenshot(path=str(tmp_path / "chart.png")))
         assert_not_blank(page.screenshot(path=str(tmp_path / "live.png")))
+        assert not errors, errors
+    finally:
+        browser.close()
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_api_page_lists_every_operation_from_this_server_only(
+    playwright: Any, server: ServerProcess, path: str
+) -> None:
+    origin = f"http://127.0.0.1:{server.port}"
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    try:
+        page = browser.new_page()
+        errors = console_errors(page)
+        fetched: list[str] = []
+        page.on("request", lambda request: fetched.append(request.url))
+        page.goto(origin + path)
+        page.wait_for_selector("#operations .operation", timeout=15_000)
+        text = page.inner_text("#operations")
+        for operation in ("POST /predict", "POST /predict/batch", "GET /metadata", "GET /metrics"):
+            assert operation in text
+        assert "413" in text and "PredictionOut" in text
+        assert page.inner_text("#status") == f"{page.locator('.operation').count()} operations"
+        assert fetched and all(url.startswith(origin + "/") for url in fetched), fetched
+        assert not errors, errors
     finally:
         browser.close()

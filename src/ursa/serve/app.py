@@ -3,10 +3,15 @@
 Run it with ``ursa serve m.ursa``, or with any ASGI server::
 
     URSA_BUNDLE=m.ursa uvicorn --factory ursa.serve.app:create_app
+
+Under another server, set ``URSA_HOST`` to the address it listens on (the Host check
+accepts it) and use that server's own connection limits: the per-client limit and the
+first-request deadline are ``ursa serve``'s (:mod:`ursa.serve.connections`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +20,8 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from ursa.serve.limits import BodyLimitMiddleware
+from ursa.serve.guard import HostCheckMiddleware, SecurityHeadersMiddleware
+from ursa.serve.limits import BodyLimitMiddleware, return_freed_memory
 from ursa.serve.metrics import Metrics, MetricsMiddleware
 from ursa.serve.routes import Service, router
 from ursa.serve.settings import ServeSettings
@@ -24,11 +30,12 @@ from ursa.version import __version__
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app for ``settings`` (default: from ``URSA_*`` environment variables)."""
-    settings = settings or ServeSettings()  # type: ignore[call-arg]
+    settings = settings or ServeSettings.load()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        return_freed_memory()  # a large upload must not leave the server larger for good
         service = Service.create(settings, metrics)
         service.batcher.start()
         app.state.service = service
@@ -43,33 +50,57 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         version=__version__,
         summary="Image classification with a model exported by ursa (ONNX Runtime).",
         lifespan=lifespan,
+        # The stock /docs and /redoc load their scripts from a CDN; routes.api_page serves
+        # a page of this package's own instead.
+        docs_url=None,
+        redoc_url=None,
     )
     app.include_router(router)
     static = resources.files("ursa.serve").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
-    # Added last = outermost: metrics see every answer, including the 413s below.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    # Added last = outermost. From the outside in: metrics see every answer; the Host check
+    # refuses foreign names before any body is read; every answer gets the security
+    # headers; bodies arrive whole (or get 408/413) before a route runs.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_body_bytes,
+        batch_limit=settings.max_batch_body_bytes,
+        timeout=settings.body_timeout,
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(HostCheckMiddleware, names=settings.host_names())
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 
 def run(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve until interrupted; several ``workers`` are separate processes, each with a model."""
+    """Serve until interrupted; several ``workers`` are separate processes, each with a model.
+
+    Connections are uvicorn's, limited per client address and given a deadline for their
+    first request (:class:`ursa.serve.connections.ClientLimitedProtocol`).
+    """
     import uvicorn
 
-    if settings.workers == 1:
-        app = create_app(settings)
-        uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
-        return
-    # Worker processes rebuild the settings from the environment.
-    for name, value in settings.model_dump(exclude_none=True).items():
-        os.environ[f"URSA_{name.upper()}"] = str(value)
+    from ursa.serve.connections import ClientLimitedProtocol
+
+    settings = settings.model_copy(update={"host": host})
+    protocol = functools.partial(
+        ClientLimitedProtocol,
+        per_client=settings.max_connections_per_client,
+        first_request_timeout=settings.body_timeout,
+    )
+    several = settings.workers > 1
+    if several:  # worker processes rebuild the settings from the environment
+        for name, value in settings.model_dump(exclude_none=True).items():
+            text = ",".join(value) if isinstance(value, list) else str(value)
+            os.environ[f"URSA_{name.upper()}"] = text
     uvicorn.run(
-        "ursa.serve.app:create_app",
-        factory=True,
-        workers=settings.workers,
+        "ursa.serve.app:create_app" if several else create_app(settings),
+        factory=several,
+        workers=settings.workers if several else None,
         host=host,
         port=port,
+        http=protocol,  # type: ignore[arg-type]  # a partial of an H11Protocol subclass
         access_log=False,
         log_level="warning",
     )

@@ -238,7 +238,10 @@ def bench_http(
 ) -> list[BenchRow]:
     rows = []
     precision = "int8" if int8 else "fp32"
-    settings = {} if max_batch is None else {"URSA_MAX_BATCH": str(max_batch)}
+    # The benchmark is the server's only client: its connections are not limited per address.
+    settings = {"URSA_MAX_CONNECTIONS_PER_CLIENT": "0"}
+    if max_batch is not None:
+        settings["URSA_MAX_BATCH"] = str(max_batch)
     with ServerProcess(bundle, int8=int8, extra_env=settings) as server:
         for concurrency in concurrencies:
             latencies, wall, statuses = http_load(server.port, images, requests, concurrency)

@@ -1,87 +1,234 @@
-"""A request-body size limit enforced while the body streams in (413, never a full read)."""
+"""The server's resource limits: request bodies, and the memory that decoding takes.
+
+:class:`BodyLimitMiddleware` receives every request body itself and only then calls the
+app, so a route (and its admission slot, see ``ursa.serve.batching.Admission``) never
+waits on a slow client:
+
+* over the size limit (``Content-Length``, or the bytes actually received): 413, never a
+  full read (``max_body_bytes``; ``max_batch_body_bytes`` for ``POST /predict/batch``);
+* not all there ``body_timeout`` seconds after the headers: 408, and the connection closes;
+* the client hangs up half-way: one log line and no answer (``/metrics`` counts it as
+  status 499, "client closed request");
+* held in a spooled file while it arrives: the first :data:`SPOOL_BYTES` in memory, the rest
+  in an unlinked temporary file, so a hundred half-sent 8 MB forms cost disk, not memory.
+
+:class:`DecodeBudget` bounds the decoded bytes of the images being decoded at once (the
+bound on one image is ``max_decoded_bytes``, checked from its header by the predictor), and
+:func:`return_freed_memory` makes the memory of a large decode go back to the system.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import json
+import logging
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from typing import IO
 
 from ursa.serve.metrics import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger(__name__)
+
 #: Bodies up to this size are read and dropped before the 413; larger ones are cut off.
 DRAIN_LIMIT = 64 * 1024 * 1024
+#: Body bytes held in memory per request while it arrives; the rest goes to a temporary file.
+SPOOL_BYTES = 256 * 1024
+#: Size of the chunks a spooled body is handed to the app in.
+REPLAY_CHUNK = 1024 * 1024
+#: The path whose bodies get the batch limit.
+BATCH_PATH = "/predict/batch"
+#: Allocations at least this large get pages of their own from the system (glibc mmap),
+#: returned to it when freed.
+MMAP_THRESHOLD = 1024 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
 class _TooLarge(Exception):
     pass
 
 
-class BodyLimitMiddleware:
-    """Answers 413 when Content-Length, or the bytes actually received, exceed ``limit``."""
+class _ClientClosed(Exception):
+    pass
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+
+class BodyLimitMiddleware:
+    """Reads each request body whole (see the module doc), then calls the app with it."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, batch_limit: int, timeout: float) -> None:
         self.app = app
         self.limit = limit
+        self.batch_limit = batch_limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await self._reply(send, 400, "Content-Length is not a number")
-                    return
-                if declared > self.limit:
-                    await self._drain(receive, declared)
-                    await self._reply(send, 413, self._message())
-                    return
-        received = 0
-        started = False
+        batch = scope.get("path") == BATCH_PATH
+        limit = self.batch_limit if batch else self.limit
+        declared = _content_length(scope)
+        if declared == -1:
+            await _reply(send, 400, "Content-Length is not a number")
+            return
+        if declared is not None and declared > limit:
+            await self._drain(receive, declared)
+            await _reply(send, 413, _too_large(limit, batch))
+            return
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    received = await _receive_into(spool, receive, limit)
+            except TimeoutError:
+                detail = (
+                    f"the request body did not arrive within {self.timeout:g} s "
+                    f"(URSA_BODY_TIMEOUT); send it faster, or raise the limit for slow links"
+                )
+                await _reply(send, 408, detail, close=True)
+                return
+            except _TooLarge:
+                await self._drain(receive, limit)
+                await _reply(send, 413, _too_large(limit, batch))
+                return
+            except _ClientClosed as closed:
+                client = (scope.get("client") or ("?",))[0]
+                log.warning(
+                    "%s %s: the client %s closed the connection after %s of %s body bytes",
+                    scope.get("method"), scope.get("path"), client, closed.args[0],
+                    "?" if declared is None else f"{declared:,}",
+                )  # fmt: skip
+                return
+            spool.seek(0)
+            await self.app(scope, _replay(spool, received, receive), send)
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._drain(receive, received)
-                await self._reply(send, 413, self._message())
-
-    @staticmethod
-    async def _drain(receive: Receive, size: int) -> None:
+    async def _drain(self, receive: Receive, size: int) -> None:
         """Read and drop the rest of a moderately oversized body, so that ordinary clients,
         which send the whole body before reading, see the 413 instead of a reset connection."""
         if size > DRAIN_LIMIT:
             return
         drained = 0
-        while drained <= DRAIN_LIMIT:
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                return
-            drained += len(message.get("body", b""))
+        try:
+            async with asyncio.timeout(self.timeout):
+                while drained <= DRAIN_LIMIT:
+                    message = await receive()
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        return
+                    drained += len(message.get("body", b""))
+        except TimeoutError:
+            return
 
-    def _message(self) -> str:
-        return (
-            f"request body over the limit of {self.limit:,} bytes; send a smaller image "
-            f"(or raise URSA_MAX_BODY_BYTES)"
-        )
 
-    @staticmethod
-    async def _reply(send: Send, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+class DecodeBudget:
+    """Bounds the decoded bytes of all images being decoded at once, whatever the number
+    of decoder threads: an image waits (in its thread) until its bytes fit in ``limit``.
+
+    One image is always let through when nothing else is decoding, so an image larger
+    than the whole budget (but within ``max_decoded_bytes``) is slow, never stuck.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._room = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, cost: int) -> Iterator[None]:
+        with self._room:
+            self._room.wait_for(lambda: self.used == 0 or self.used + cost <= self.limit)
+            self.used += cost
+        try:
+            yield
+        finally:
+            with self._room:
+                self.used -= cost
+                self._room.notify_all()
+
+
+def return_freed_memory() -> bool:
+    """Make large blocks go back to the system when freed (glibc only; True when set).
+
+    glibc raises its mmap threshold each time a large block is freed, up to 32 MB, so
+    after one big upload the next ones come from the heap, which keeps its pages: a
+    single 80 MB decode left the server 120 MB larger for good. A fixed threshold keeps
+    every decoded picture over :data:`MMAP_THRESHOLD` in pages of its own, which are
+    returned as soon as the picture is freed.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared body size; None when there is none, -1 when it is not a number."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return None
+
+
+async def _receive_into(spool: IO[bytes], receive: Receive, limit: int) -> int:
+    """Every body message into ``spool``; the number of bytes."""
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientClosed(f"{received:,}")
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > limit:
+            raise _TooLarge
+        spool.write(chunk)  # memory, or the page cache: no wait worth a thread
+        if not message.get("more_body", False):
+            return received
+
+
+def _replay(spool: IO[bytes], size: int, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the spooled body, then the connection's own
+    messages (the disconnect at the end)."""
+    remaining = size
+    done = False
+
+    async def replay() -> Message:
+        nonlocal remaining, done
+        if done:
+            return await receive()
+        chunk = spool.read(min(REPLAY_CHUNK, remaining))
+        remaining -= len(chunk)
+        done = remaining <= 0 or not chunk
+        return {"type": "http.request", "body": chunk, "more_body": not done}
+
+    return replay
+
+
+def _too_large(limit: int, batch: bool) -> str:
+    setting = "URSA_MAX_BATCH_BODY_BYTES" if batch else "URSA_MAX_BODY_BYTES"
+    what = "send fewer or smaller images per form" if batch else "send a smaller image"
+    return f"request body over the limit of {limit:,} bytes; {what} (or raise {setting})"
+
+
+async def _reply(send: Send, status: int, detail: str, *, close: bool = False) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

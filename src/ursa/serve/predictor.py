@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ursa.data.imageio import MAX_PIXELS
+from ursa.data.imageio import MAX_PIXELS, ImageSource, check_image_size
+from ursa.data.preprocess import decode_size
 from ursa.errors import BundleError, ConfigError
 from ursa.export.bundle import Bundle, read_bundle
 from ursa.export.model import BundleModel, check_graph_shapes
 from ursa.export.onnx import INPUT_NAME, INT8_NAME, ONNX_NAME
+from ursa.serve.limits import DecodeBudget
 
 #: ``--provider`` names → ONNX Runtime execution providers, best first (CPU always last).
 PROVIDERS: dict[str, list[str]] = {
@@ -52,6 +54,11 @@ class Predictor(BundleModel):
     ``spin``: ONNX Runtime's threads busy-wait for the next op instead of sleeping:
     lower latency for one caller predicting in a loop, but the spinning burns the
     cores that decoding and HTTP need, so the server turns it off.
+    ``max_decoded_bytes``: refuse images that would take more memory decoded (checked
+    from the header, before decoding; see :func:`ursa.data.imageio.decoded_bytes`).
+    ``max_decoding_bytes``: decoded bytes of all images that ``prepare`` decodes at once,
+    from any number of threads (see :class:`~ursa.serve.limits.DecodeBudget`); it applies
+    with ``max_decoded_bytes``.
     """
 
     def __init__(
@@ -62,9 +69,15 @@ class Predictor(BundleModel):
         provider: str = "cpu",
         threads: int | None = None,
         max_pixels: int = MAX_PIXELS,
+        max_decoded_bytes: int | None = None,
+        max_decoding_bytes: int | None = None,
         spin: bool = True,
     ) -> None:
         self.spin = spin
+        self.max_decoded_bytes = max_decoded_bytes
+        self.decode_budget = (
+            None if max_decoding_bytes is None else DecodeBudget(max_decoding_bytes)
+        )
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
         self.max_pixels = max_pixels
         self.bundle.config.preprocess.input.require()  # e.g. soundfile for an audio model
@@ -113,6 +126,23 @@ class Predictor(BundleModel):
             raise BundleError(
                 f"{self.bundle.path}: {self.member} cannot be loaded by ONNX Runtime ({error})"
             ) from None
+
+    def prepare(self, source: ImageSource) -> np.ndarray:
+        """Decode (safely) and preprocess one file: (3, H, W) float32; an image over
+        ``max_decoded_bytes`` raises :class:`~ursa.errors.ImageError` before decoding."""
+        preprocess = self.config.preprocess
+        if self.max_decoded_bytes is None or preprocess.input.kind != "image":
+            return super().prepare(source)
+        cost = check_image_size(
+            source,
+            max_pixels=self.max_pixels,
+            draft=decode_size(preprocess),
+            max_decoded_bytes=self.max_decoded_bytes,
+        )
+        if self.decode_budget is None:
+            return super().prepare(source)
+        with self.decode_budget.hold(cost):
+            return super().prepare(source)
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 preprocessed inputs → (N, C) logits."""

@@ -1,4 +1,9 @@
-"""The HTTP API: predict (one image or a batch), health, metadata, metrics, the two pages."""
+"""The HTTP API: predict (one image or a batch), health, metadata, metrics, the pages.
+
+Every request body has arrived whole before a route runs (``ursa.serve.limits``), so the
+admission slot a prediction takes is held for decoding and the model only, never while a
+slow client sends its bytes.
+"""
 
 from __future__ import annotations
 
@@ -53,6 +58,8 @@ class Service:
             provider=settings.provider,
             threads=threads or _threads_per_worker(settings.workers),
             max_pixels=settings.max_pixels,
+            max_decoded_bytes=settings.max_decoded_bytes,
+            max_decoding_bytes=settings.max_decoding_bytes,
             spin=False,  # spinning threads would starve the decoders and the event loop
         )
         digest = hashlib.sha256(predictor.bundle.read(predictor.member)).hexdigest()
@@ -132,7 +139,12 @@ class Metadata(BaseModel):
     max_batch: int
     max_queue: int
     max_body_bytes: int
+    max_batch_body_bytes: int
     max_batch_images: int
+    max_pixels: int
+    max_decoded_bytes: int
+    max_decoding_bytes: int
+    body_timeout: float
     versions: dict[str, str]
 
 
@@ -167,7 +179,8 @@ _BATCH_BODY: dict[str, Any] = {
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "not a readable image, or an empty or malformed body"},
-    413: {"description": "body or image over the size limit"},
+    408: {"description": "the body did not arrive within body_timeout seconds"},
+    413: {"description": "body or image over a size limit (bytes, pixels, decoded bytes)"},
     415: {"description": "a content type that is not an image or multipart form"},
     503: {"description": "the server holds max_queue requests already; retry shortly"},
 }
@@ -185,9 +198,19 @@ def _to_out(prediction: Prediction, top_k: int, seconds: float) -> PredictionOut
     )
 
 
+#: How an image error names a limit, and the setting that raises it on the server.
+_LIMIT_SETTINGS = {
+    "raise max_pixels": "raise URSA_MAX_PIXELS",
+    "raise max_decoded_bytes": "raise URSA_MAX_DECODED_BYTES",
+}
+
+
 def _bad_image(error: ImageError) -> HTTPException:
     status = 413 if "limit" in error.reason else 400
-    return HTTPException(status_code=status, detail=f"{error.reason}")
+    detail = error.reason
+    for words, setting in _LIMIT_SETTINGS.items():
+        detail = detail.replace(words, setting)
+    return HTTPException(status_code=status, detail=detail)
 
 
 async def _prepare(service: Service, data: bytes) -> np.ndarray:
@@ -223,7 +246,8 @@ def _takes_raw(media: str, kind: str) -> bool:
     return kind == "bytes" or (kind == "audio" and media.startswith("audio/"))
 
 
-def _busy() -> HTTPException:
+def _busy(service: Service) -> HTTPException:
+    service.metrics.rejected()
     return HTTPException(
         status_code=503,
         detail="the server is at its request limit (URSA_MAX_QUEUE); retry shortly",
@@ -248,22 +272,22 @@ async def _files(request: Request, max_files: int) -> list[UploadFile]:
 )
 async def predict(request: Request, service: ServiceDep) -> PredictionOut:
     media = _media_type(request)
+    if media == "multipart/form-data":
+        data = await (await _files(request, max_files=1))[0].read()
+    elif _takes_raw(media, service.predictor.config.preprocess.input.kind):
+        data = await request.body()
+    else:
+        raise HTTPException(
+            status_code=415,
+            detail=f"content type {media!r} is not an image: send image bytes "
+            f"(image/jpeg, image/png, ...; audio/wav for a sound model) or a "
+            f"multipart form with a file",
+        )
     try:
         with service.admission.slot():
-            if media == "multipart/form-data":
-                data = await (await _files(request, max_files=1))[0].read()
-            elif _takes_raw(media, service.predictor.config.preprocess.input.kind):
-                data = await request.body()
-            else:
-                raise HTTPException(
-                    status_code=415,
-                    detail=f"content type {media!r} is not an image: send image bytes "
-                    f"(image/jpeg, image/png, ...; audio/wav for a sound model) or a "
-                    f"multipart form with a file",
-                )
             return await _predict_one(service, data)
     except Busy:
-        raise _busy() from None
+        raise _busy(service) from None
 
 
 @router.post(
@@ -278,8 +302,6 @@ async def predict_batch(request: Request, service: ServiceDep) -> BatchOut:
         raise HTTPException(
             status_code=415, detail="send the images as a multipart/form-data form of files"
         )
-    limit = service.settings.max_batch_images
-    files = await _files(request, max_files=limit)
 
     async def one(upload: UploadFile) -> BatchItem:
         try:
@@ -289,10 +311,13 @@ async def predict_batch(request: Request, service: ServiceDep) -> BatchOut:
         return BatchItem(filename=upload.filename, prediction=out)
 
     try:
+        # The form counts as a request while it is parsed, then as one per image.
+        with service.admission.slot():
+            files = await _files(request, max_files=service.settings.max_batch_images)
         with service.admission.slot(len(files)):
             results = await asyncio.gather(*(one(upload) for upload in files))
     except Busy:
-        raise _busy() from None
+        raise _busy(service) from None
     return BatchOut(results=list(results))
 
 
@@ -327,7 +352,12 @@ async def metadata(service: ServiceDep) -> Metadata:
         max_batch=service.batcher.max_batch,
         max_queue=settings.max_queue,
         max_body_bytes=settings.max_body_bytes,
+        max_batch_body_bytes=settings.max_batch_body_bytes,
         max_batch_images=settings.max_batch_images,
+        max_pixels=settings.max_pixels,
+        max_decoded_bytes=settings.max_decoded_bytes,
+        max_decoding_bytes=settings.max_decoding_bytes,
+        body_timeout=settings.body_timeout,
         versions={
             "ursa": __version__,
             "bundle_ursa": config.ursa_version,
@@ -358,3 +388,10 @@ async def upload_page() -> HTMLResponse:
 @router.get("/live", response_class=HTMLResponse, include_in_schema=False)
 async def live_page() -> HTMLResponse:
     return _page("live.html")
+
+
+@router.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/redoc", response_class=HTMLResponse, include_in_schema=False)
+async def api_page() -> HTMLResponse:
+    """The API reference, drawn from /openapi.json by this server's own script (no CDN)."""
+    return _page("api.html")

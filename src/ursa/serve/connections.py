@@ -1,0 +1,123 @@
+"""Connection limits that an ASGI app cannot see: uvicorn's HTTP/1.1 protocol, bounded.
+
+:class:`ClientLimitedProtocol` is uvicorn's ``H11Protocol`` with two additions, used by
+``ursa serve`` (:func:`ursa.serve.app.run`):
+
+* one client address (an IPv6 client: its /64 network, which one host usually has whole)
+  holds at most ``per_client`` open connections; a further one is answered 503 at once (the
+  request, if any, is read and dropped) and closed, so one client cannot take every file
+  descriptor of the server;
+* a connection that has not sent a complete request head within ``first_request_timeout``
+  seconds of opening is closed (a socket opened and left silent holds nothing for long).
+
+Slow bodies are the app's part (``ursa.serve.limits``); idle keep-alive connections are
+uvicorn's own (``timeout_keep_alive``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import time
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two log lines about refused connections.
+WARN_EVERY = 60.0
+#: IPv6 clients are counted by network of this prefix length.
+IPV6_PREFIX = 64
+
+
+def client_key(address: str) -> str:
+    """What connections are counted by: an IPv4 address, or an IPv6 address's /64."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:  # a Unix socket path or a name: counted as it is
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{parsed}/{IPV6_PREFIX}", strict=False))
+    return str(parsed)
+
+
+class ClientLimitedProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a per-address connection limit and a deadline
+    for the first request (see the module doc)."""
+
+    _last_warning: ClassVar[float] = float("-inf")
+
+    def __init__(
+        self, *args: Any, per_client: int, first_request_timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.per_client = per_client
+        self.first_request_timeout = first_request_timeout
+        self.refused = False
+        self.key: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.key = client_key(self.client[0]) if self.client else None
+        if self.per_client and self.key is not None and self._held_by(self.key) > self.per_client:
+            self._refuse(self.key)
+            return
+        self._timer = self.loop.call_later(self.first_request_timeout, self._no_request_yet)
+
+    def _held_by(self, key: str) -> int:
+        """Connections from the client ``key`` this server holds, this one included."""
+        return sum(
+            1
+            for other in self.connections
+            if isinstance(other, ClientLimitedProtocol) and not other.refused and other.key == key
+        )
+
+    def _refuse(self, address: str) -> None:
+        self.refused = True
+        body = json.dumps(
+            {
+                "detail": f"{address} already holds {self.per_client} connections to this "
+                f"server (URSA_MAX_CONNECTIONS_PER_CLIENT); close some, or reuse them"
+            }
+        ).encode()
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        # Close once the answer is out and the client has had a moment to read it; what it
+        # sends meanwhile is dropped (closing with unread data would reset the connection).
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._timer = self.loop.call_later(self.first_request_timeout, self.transport.close)
+        now = time.monotonic()
+        if now - ClientLimitedProtocol._last_warning >= WARN_EVERY:
+            ClientLimitedProtocol._last_warning = now
+            log.warning(
+                "refusing connections from %s: it holds %d already "
+                "(URSA_MAX_CONNECTIONS_PER_CLIENT; logged at most once a minute)",
+                address,
+                self.per_client,
+            )
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # answered already; read and dropped
+        super().data_received(data)
+
+    def _no_request_yet(self) -> None:
+        self._timer = None
+        if self.cycle is None and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().connection_lost(exc)
