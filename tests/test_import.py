@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_import_ursa_is_light() -> None:
     code = "import sys, ursa; ursa.Prediction; print('torch' in sys.modules, 'timm' in sys.modules)"
@@ -17,3 +19,38 @@ def test_bundle_reading_needs_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_cli_glue_needs_no_torch() -> None:
+    """`ursa serve`, `ursa predict` and every error message go through these where only
+    ursa[serve] is installed (an import of ursa.train there is a ModuleNotFoundError)."""
+    code = (
+        "import sys, ursa.cli, ursa.cli_support, ursa.cli_serve, ursa.serve.app;"
+        "print('torch' in sys.modules, 'ursa.train' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.slow  # about a minute: one fresh interpreter per module
+def test_every_module_imports_on_its_own() -> None:
+    """A fresh interpreter per module: an import that works only after another module was
+    imported first (a cycle) fails here."""
+    import pkgutil
+
+    import ursa
+
+    names = sorted(
+        info.name
+        for info in pkgutil.walk_packages(ursa.__path__, "ursa.")
+        if not info.name.endswith("__main__")
+    )
+    assert len(names) > 50
+    failed = []
+    for name in names:
+        run = subprocess.run(
+            [sys.executable, "-c", f"import {name}"], capture_output=True, text=True
+        )
+        if run.returncode:
+            failed.append(f"{name}: {run.stderr.strip().splitlines()[-1]}")
+    assert not failed, "\n".join(failed)

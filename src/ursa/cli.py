@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ursa.cli_data_options import DataOptions, data_options
-from ursa.errors import UrsaError
+
+# The console and the error wrapper live in cli_support, which the command modules import
+# them from (importing them from here, the module that registers those, was a cycle).
+from ursa.cli_support import console, user_errors
 from ursa.version import __version__
 
 app = typer.Typer(
@@ -22,28 +22,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# No emoji codes: a file called ":smile:.jpg" is shown as it is named.
-console = Console(emoji=False)
-errors = Console(stderr=True, emoji=False)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(command: F) -> F:
-    """Print an :class:`UrsaError` as one line and exit 1, without a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except UrsaError as error:
-            from ursa.cli_support import shown  # messages name files: escape them
-
-            message = shown(error, keep_newlines=True)
-            errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _version(value: bool) -> None:

@@ -42,7 +42,7 @@ def clean(
 ) -> None:
     """Review DATA by the loss BUNDLE gives each image, on a local web page: relabel, delete
     (to the quarantine folder) or keep each one; every decision is journaled and undoable."""
-    from ursa.cli import console
+    from ursa.cli_support import console
 
     if history or undo or undo_all:
         journal_command(console, second or first, history, undo or [], undo_all)
@@ -130,6 +130,6 @@ def serve_page(
 
 def register(app: typer.Typer) -> None:
     """Add ``clean`` to the ``ursa`` command."""
-    from ursa.cli import user_errors
+    from ursa.cli_support import user_errors
 
     app.command("clean")(user_errors(clean))

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 def register(app: typer.Typer) -> None:
     """Add the dataset commands to ``app``."""
-    from ursa.cli import console, errors, user_errors
+    from ursa.cli_support import console, errors, user_errors
 
     @app.command(context_settings={"allow_extra_args": True})
     @user_errors

@@ -28,8 +28,7 @@ def interpret(
 ) -> None:
     """Confusion matrix, most confused, top losses with heat maps, per-class metrics and a
     self-contained report.html (the model card) for BUNDLE on DATA."""
-    from ursa.cli import console
-    from ursa.cli_support import shown
+    from ursa.cli_support import console, shown
     from ursa.export.bundle import read_bundle
     from ursa.export.model import Model
     from ursa.interpret.interpretation import Interpretation
@@ -51,6 +50,6 @@ def interpret(
 
 def register(app: typer.Typer) -> None:
     """Add ``interpret`` to the ``ursa`` command."""
-    from ursa.cli import user_errors
+    from ursa.cli_support import user_errors
 
     app.command("interpret")(user_errors(interpret))

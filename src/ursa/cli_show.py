@@ -26,8 +26,7 @@ def show(
 ) -> None:
     """Write batch.png (labelled images as training sees them: augmented for train,
     un-normalised) and augment.png (one image under several augmentation draws)."""
-    from ursa.cli import console
-    from ursa.cli_support import print_skipped, shown
+    from ursa.cli_support import console, print_skipped, shown
 
     data = options.load(path, augment=augment)
     print_skipped(console, data)
@@ -41,6 +40,6 @@ def show(
 
 def register(app: typer.Typer) -> None:
     """Add ``show`` to the ``ursa`` command."""
-    from ursa.cli import user_errors
+    from ursa.cli_support import user_errors
 
     app.command("show")(user_errors(show))

@@ -2,22 +2,47 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ursa.errors import ConfigError, DataError, UrsaError
-from ursa.train.progress import COLUMNS, EpochRecord, format_row
 
+# No emoji codes: a file called ":smile:.jpg" is shown as it is named.
+console = Console(emoji=False)
+errors = Console(stderr=True, emoji=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """Print an :class:`UrsaError` as one line and exit 1, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UrsaError as error:
+            message = shown(error, keep_newlines=True)  # messages name files: escape them
+            errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# Torch-free at import: `ursa serve`, `ursa predict` and every error message use this
+# module where only `ursa[serve]` is installed (ursa.train's package imports torch).
 if TYPE_CHECKING:
     from ursa.cli_data_options import DataOptions
     from ursa.data.core import DataSettings, ImageData
@@ -27,6 +52,7 @@ if TYPE_CHECKING:
     from ursa.serve.bench import BenchRow
     from ursa.train.learner import Learner
     from ursa.train.lr_find import LRFindResult
+    from ursa.train.progress import EpochRecord
 
 
 #: Characters that reorder text on a terminal (bidirectional embeddings, overrides,
@@ -90,6 +116,8 @@ class RichLogger:
 
     def start_epoch(self, epoch: int, steps: int, phase: str) -> None:
         if not self._header_done:
+            from ursa.train.progress import COLUMNS
+
             self.console.print("  ".join(f"{c:>10}" for c in COLUMNS), style="bold", soft_wrap=True)
             self._header_done = True
         if not self.console.is_terminal:
@@ -111,6 +139,8 @@ class RichLogger:
             self._progress.update(self._task, completed=step + 1, loss=f"{loss:.4f}")
 
     def end_epoch(self, record: EpochRecord) -> None:
+        from ursa.train.progress import format_row
+
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ursa.cli import console, user_errors
 from ursa.cli_data_options import DataOptions, data_options
+from ursa.cli_support import console, user_errors
 
 
 @data_options()

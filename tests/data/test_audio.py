@@ -291,7 +291,8 @@ def test_the_server_takes_a_wav_without_torch(tone_model: tuple[Path, Path, Imag
 
     expected = Predictor(bundle).predict(clip)
     assert expected.label == label
-    with TestClient(create_app(ServeSettings(bundle=bundle))) as client:
+    application = create_app(ServeSettings(bundle=bundle))
+    with TestClient(application, base_url="http://127.0.0.1") as client:
         answer = client.post(
             "/predict", content=clip.read_bytes(), headers={"content-type": "audio/wav"}
         )
