@@ -349,3 +349,18 @@ def test_clear_cache_and_the_setting(tmp_path: Path) -> None:
     assert clear_cache() == 0
     with pytest.raises(ConfigError, match=r"cache='yes': use True or False"):
         ImageData.from_folder(tmp_path / "photos", cache="yes")  # type: ignore[arg-type]
+
+
+def test_the_cache_key_follows_the_pixel_code_and_fails_loudly_when_a_module_moved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The key hashes the decoding modules by import name: a moved or renamed module is an
+    ImportError, never silently left out of the key (stale pixels)."""
+    from ursa.data import cache
+
+    key = cache._pixel_code_versions()["ursa_pixel_code"]
+    monkeypatch.setattr(cache, "_PIXEL_CODE", cache._PIXEL_CODE[:-1])
+    assert cache._pixel_code_versions()["ursa_pixel_code"] != key  # each module counts
+    monkeypatch.setattr(cache, "_PIXEL_CODE", (*cache._PIXEL_CODE, "ursa.data.moved_away"))
+    with pytest.raises(ImportError):
+        cache._pixel_code_versions()

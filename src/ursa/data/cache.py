@@ -70,21 +70,31 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 """Version of the on-disk layout; part of every key, so a new layout never reads an old one."""
 
-_PIXEL_CODE = ("imageio.py", "preprocess.py", "sources.py", "audio.py", "bytesimage.py",
-               "cache.py")  # fmt: skip
-"""ursa's modules that decide what a stored pixel is (opening, resizing, drawing)."""
+_PIXEL_CODE = (
+    "ursa.data.imageio",
+    "ursa.data.preprocess",
+    "ursa.data.sources",
+    "ursa.data.audio",
+    "ursa.data.bytesimage",
+    "ursa.data.cache",
+)
+"""ursa's modules that decide what a stored pixel is (opening, resizing, drawing), by
+import name: a module that moves or is renamed fails loudly here instead of being skipped."""
 
 
 def _pixel_code_versions() -> dict[str, str]:
     """What the stored pixels depend on besides the settings: Pillow's version and the
     text of ursa's decoding and resizing code. Any change to either gives a new cache,
     so a cached image always equals what ``prepare_input`` makes now."""
+    import importlib
+    import inspect
+
     import PIL
 
     hasher = hashlib.sha256()
     for name in _PIXEL_CODE:
-        with contextlib.suppress(OSError):  # a module not shipped as a file
-            hasher.update(name.encode() + (Path(__file__).parent / name).read_bytes())
+        module = importlib.import_module(name)  # ImportError: update _PIXEL_CODE
+        hasher.update(name.encode() + inspect.getsource(module).encode())
     return {"pillow": PIL.__version__, "ursa_pixel_code": hasher.hexdigest()[:16]}
 
 
