@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
+from ursa.data.augment import AUGMENT_PRESETS
 from ursa.data.imageio import MAX_PIXELS
 from ursa.data.items import (
     Item,
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUGMENT_PRESETS = ("default", "no_flip", "none")
 
 AugmentPipeline = Callable[[Any], Any]
 """Your own training augmentation (e.g. a torchvision.transforms.v2 pipeline): the resized
