@@ -6,10 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint typecheck clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[train,serve,gather,dev]"
+# ONNX Runtime Web (package-lock.json) into node_modules/, for `ursa export --web` only:
+# without npm everything else still works (.ci/run installs nodejs and npm).
+	if command -v npm >/dev/null; then npm ci --no-audit --no-fund --ignore-scripts; \
+	else echo "npm not found: ursa export --web needs it (apt-get install npm; npm ci)"; fi
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ursa.cli import console, user_errors
+from ursa.cli_support import console, user_errors
 
 
 @user_errors
@@ -20,16 +20,33 @@ def export(
     ] = None,
     calibration_images: Annotated[int, typer.Option(help="Images to calibrate on.")] = 200,
     max_drop: Annotated[float, typer.Option(help="Accuracy points int8 may lose.")] = 1.0,
+    web: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Write a static site that runs the model in the browser."),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="--web's model: auto (int8 when the bundle has one), fp32, int8.")
+    ] = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="--web: replace a previous export in DIR.")
+    ] = False,
 ) -> None:
-    """Add a checked ONNX model (and an int8 one) to BUNDLE, atomically."""
-    from ursa.cli_support import export_report
+    """Add a checked ONNX model (and an int8 one) to BUNDLE, atomically; --web DIR writes a
+    static site (upload and live camera pages, the model, ONNX Runtime Web) that runs it."""
+    from ursa.cli_support import export_report, shown
     from ursa.export.deploy import export_for_serving
+    from ursa.export.web import check_web_export, export_web
 
-    result = export_for_serving(
-        bundle, onnx=onnx, int8=int8, calibrate=calibrate,
-        calibration_images=calibration_images, max_drop=max_drop,
-    )  # fmt: skip
-    export_report(console, result)
+    runtime = check_web_export(web, precision=precision, force=force) if web else None  # fail fast
+    if onnx or int8 or web is None:
+        result = export_for_serving(
+            bundle, onnx=onnx, int8=int8, calibrate=calibrate,
+            calibration_images=calibration_images, max_drop=max_drop,
+        )  # fmt: skip
+        export_report(console, result)
+    if web is not None:
+        site = export_web(bundle, web, precision=precision, force=force, runtime=runtime)
+        console.print(shown(site.summary()), highlight=False, soft_wrap=True)
 
 
 @user_errors
