@@ -375,3 +375,32 @@ def test_wrong_openverse_credentials_say_what_to_do_without_the_secret(web: Fake
     assert "wrong-secret" not in str(error.value) and web.hits["/v1/images/"] == 0
     with pytest.raises(ConfigError, match="need both"):
         OpenverseProvider(web.base, client_id="ursa-id")
+
+
+def test_a_good_page_that_says_the_quota_is_spent_is_kept(web: FakeWeb) -> None:
+    """A 200 with 'remaining 0, reset in 600 s' is the last page allowed: its results are
+    kept and the search stops before the next request, with a note (it used to throw the
+    page away and end the run)."""
+    plant_good(web, "cat", 45)
+    web.api_headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "600"}
+    clock = FakeClock()
+    results = OpenverseProvider(web.base, clock=clock).search("cat", 45, "any")
+    assert len(results) == 20 and web.hits["/v1/images/"] == 1
+    assert "600 s" in results.note and clock.sleeps == []
+
+
+def test_gather_writes_nothing_through_a_class_folder_that_links_outside(
+    web: FakeWeb, tmp_path: Path
+) -> None:
+    plant_good(web, "cat", 2)
+    root, outside = tmp_path / "pets", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "cat").symlink_to(outside, target_is_directory=True)
+    args = [
+        "gather", str(root), "--classes", "cat", "--per-class", "2", "--base-url", web.base,
+        "--allow-host", web.host, "--retries", "0", "--timeout", "2",
+    ]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "through a symlink" in result.output, result.output
+    assert list(outside.iterdir()) == []

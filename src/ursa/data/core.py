@@ -233,7 +233,7 @@ class ImageData:
         root = existing_folder(path)
         split = find_split_folders(root)
         if split is None:
-            items = items_from_class_folders(root, config.input)
+            items = items_from_class_folders(root, config.input, follow_links=True)
             if valid_list is not None:
                 spec = DataSpec()
                 return cls._split_items(root, items, config, spec, valid_list=valid_list)
@@ -244,10 +244,10 @@ class ImageData:
                 f"list (valid_list=, --valid-list) or merge the folders"
             )
         train_dir, valid_dir = split
-        # The fence is the dataset folder: a train/ or valid/ that links out is skipped.
+        # Reading follows links (verify and the cleaner, which move and serve, do not).
         items = items_from_class_folders(
-            train_dir, config.input, root=root
-        ) + items_from_class_folders(valid_dir, config.input, root=root)
+            train_dir, config.input, follow_links=True
+        ) + items_from_class_folders(valid_dir, config.input, follow_links=True)
         return cls.from_items(
             root, items, config, splitter=split_by_folder(valid_dir), spec=DataSpec(split="folder")
         )

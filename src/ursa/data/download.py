@@ -42,6 +42,7 @@ from ursa.data.imageio import MAX_PIXELS, open_image
 from ursa.data.manifest import PART_PREFIX, ImageRecord, Manifest, now, url_key
 from ursa.data.search import LicenseFilter, SearchProvider, SearchResult, clean_text
 from ursa.errors import ConfigError, DataError, ImageError
+from ursa.safepaths import outside_link
 
 if TYPE_CHECKING:
     import httpx
@@ -645,6 +646,13 @@ def download(
     config = config or DownloadConfig()
     folder = Path(root)
     folder.mkdir(parents=True, exist_ok=True)
+    linked = sorted({job.label for job in jobs if outside_link(folder / job.label, folder)})
+    if linked:  # a download writes into its class folder: never through a link out
+        raise DataError(
+            f"class folder(s) {', '.join(repr(n) for n in linked)} in {folder} lead outside it "
+            f"through a symlink; ursa gather writes only inside the dataset: replace the link "
+            f"with a real folder"
+        )
     with Manifest(folder) as manifest:
         manifest.settle_pending()
         downloader = _Downloader(folder, manifest, per_class, config, on_event)

@@ -46,38 +46,50 @@ class ScanResult:
     sha256: dict[Path, str]
 
 
-def _skip_link(path: Path, root: Path) -> None:
-    log.warning(
-        "skipped %r: a symlink that leads outside %s (ursa only reads files inside it)",
-        str(path), root,
-    )  # fmt: skip
+def _skip_links(paths: Sequence[Path], root: Path) -> None:
+    """One warning line for the links a walk left out."""
+    if paths:
+        shown = ", ".join(repr(str(p)) for p in paths[:3]) + (", …" if len(paths) > 3 else "")
+        log.warning(
+            "skipped %d symlink(s) leading outside %s (%s): ursa changes and serves only "
+            "files inside the dataset",
+            len(paths), root, shown,
+        )  # fmt: skip
 
 
-def _class_dirs(folder: Path, root: Path) -> list[Path]:
-    """Class folders: visible sub-folders of ``folder``; one that is a symlink leading
-    outside ``root`` is skipped with a warning (one that stays inside is followed)."""
-    found = []
+def _class_dirs(folder: Path, root: Path, *, follow_links: bool) -> list[Path]:
+    """Class folders: visible sub-folders of ``folder``. Unless ``follow_links``, one that
+    leads outside ``root`` through a symlink is skipped with a warning (one that stays
+    inside is followed)."""
+    found, skipped = [], []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_dir():
             continue
-        if outside_link(path, root):  # a link, or a folder under one (train/ -> elsewhere)
-            _skip_link(path, root)
+        if not follow_links and outside_link(path, root):  # a link, or under one
+            skipped.append(path)
             continue
         found.append(path)
+    _skip_links(skipped, root)
     return found
 
 
 def files_in(
-    folder: Path, source: InputSource = IMAGE_INPUT, *, root: Path | None = None
+    folder: Path,
+    source: InputSource = IMAGE_INPUT,
+    *,
+    root: Path | None = None,
+    follow_links: bool = True,
 ) -> Iterable[Path]:
     """Files ``source`` reads under ``folder``, recursively, in sorted order; hidden
-    files and folders (the quarantine, caches) are skipped.
-
-    A file that is a symlink leading outside ``root`` (default ``folder``) is skipped
-    with a warning; one that stays inside is followed. Linked sub-folders are not
+    files and folders (the quarantine, caches) are skipped. Linked sub-folders are not
     entered (as :func:`os.walk` does not).
+
+    Unless ``follow_links``, a file that is a symlink leading outside ``root`` (default
+    ``folder``) is skipped, with one warning line for the walk; one that stays inside is
+    followed.
     """
     fence = folder if root is None else root
+    skipped: list[Path] = []
     pending = [folder]  # depth first, each folder's files before its sub-folders
     while pending:
         directory = pending.pop()
@@ -98,32 +110,40 @@ def files_in(
             if not source.matches(entry.name):
                 continue
             path = Path(entry.path)
-            if linked and outside_link(path, fence):
-                _skip_link(path, fence)
+            if linked and not follow_links and outside_link(path, fence):
+                skipped.append(path)
                 continue
             yield path
         pending.extend(reversed(subfolders))
+    _skip_links(skipped, fence)
 
 
 def items_from_class_folders(
-    folder: Path, source: InputSource = IMAGE_INPUT, *, root: Path | None = None
+    folder: Path,
+    source: InputSource = IMAGE_INPUT,
+    *,
+    root: Path | None = None,
+    follow_links: bool = False,
 ) -> list[Item]:
     """One item per file under ``folder/<class>/`` (nested folders included).
 
-    A class folder or file that is a symlink leading outside ``root`` (the dataset
-    folder; default ``folder``) is skipped with a warning.
+    Unless ``follow_links``, a class folder or file that is a symlink leading outside
+    ``root`` (the dataset folder; default ``folder``) is skipped with a warning. Reading
+    for training follows links (datasets are often assembled from links); the walks of
+    commands that move, write or serve files (verify, the cleaner) do not.
     """
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder; give a folder with one sub-folder per class")
     fence = folder if root is None else root
-    if outside_link(folder, fence):
+    if not follow_links and outside_link(folder, fence):
         raise DataError(
             f"{folder} is a symlink leading outside {fence}; ursa reads only files inside the "
             f"dataset folder: copy or move the images in instead of linking them"
         )
     items: list[Item] = []
-    for class_dir in _class_dirs(folder, fence):
-        items.extend(Item(path, class_dir.name) for path in files_in(class_dir, source, root=fence))
+    for class_dir in _class_dirs(folder, fence, follow_links=follow_links):
+        files = files_in(class_dir, source, root=fence, follow_links=follow_links)
+        items.extend(Item(path, class_dir.name) for path in files)
     if not items:
         loose = [p.name for p in folder.iterdir() if p.is_file() and source.matches(p)]
         hint = (

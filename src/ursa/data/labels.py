@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 from ursa.data.items import Item, files_in
 from ursa.data.sources import IMAGE_INPUT, InputSource
 from ursa.errors import ConfigError, DataError
-from ursa.safepaths import is_within
+from ursa.safepaths import relative_problem
 
 log = logging.getLogger(__name__)
 
@@ -265,10 +265,10 @@ def items_from_table(
         if not name or not label:
             empty.append(line)
             continue
-        path = (image_dir / name).resolve()
-        if not is_within(path, image_dir):  # a table is data: ../ or /etc/... is refused
+        if relative_problem(name) is not None:  # a table is data: ../ or /etc/... is refused
             outside.append(name)
             continue
+        path = (image_dir / name).resolve()  # a link inside the folder is followed, as in folders
         if split_at is not None:
             is_valid = parse_split_value(cells[split_at])
             if is_valid is None:
@@ -284,7 +284,8 @@ def items_from_table(
     if outside:
         raise DataError(
             f"{table}: {len(outside)} row(s) name files outside the image folder {image_dir} "
-            f"({_some([repr(n) for n in outside])}); file names are relative to that folder "
+            f"(absolute, or with '..': {_some([repr(n) for n in outside])}); file names are "
+            f"relative to that folder "
             f"(the data folder, or image_dir=): give the folder that holds them or fix the rows"
         )
     if empty:

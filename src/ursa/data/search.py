@@ -216,6 +216,9 @@ class ApiSession:
         self.hint = hint
         self.next_at = -math.inf
         """Monotonic time before which the next request must not start."""
+        self.stop: SearchError | None = None
+        """Set when an answer that was used said the next request must wait too long:
+        raised before that request, not instead of the answer."""
 
     def hold(self, seconds: float) -> None:
         """Start no request for the next ``seconds`` seconds."""
@@ -223,6 +226,8 @@ class ApiSession:
 
     def pace(self) -> None:
         """Wait until the next request may start, and book the interval after it."""
+        if self.stop is not None:
+            raise self.stop
         delay = self.next_at - self.clock.monotonic()
         if delay > 0:
             self.clock.sleep(delay)
@@ -268,7 +273,12 @@ class ApiSession:
                 continue
             limit_wait = rate_limit_wait(response_headers, self.clock)
             if limit_wait is not None:
-                self._wait_or_stop(limit_wait, url)
+                try:
+                    self._wait_or_stop(limit_wait, url)
+                except SearchError as error:
+                    if not 200 <= status < 300:
+                        raise
+                    self.stop = error  # this answer is good: keep it, stop before the next
             if status == 429 or status >= 500:
                 if attempt + 1 >= tries:
                     raise self._gave_up(url, status, tries)
