@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import socket
 import time
 import tracemalloc
@@ -222,6 +223,37 @@ def test_connections_per_client_address_are_bounded(
             raise AssertionError("127.0.0.1 stayed refused after closing its connections")
 
 
+def _open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_refused_connections_are_closed_at_once_and_hold_no_descriptors(
+    tiny_served: tuple[Path, Path],
+) -> None:
+    with running_server(tiny_served[0], max_connections_per_client="2") as server:
+        pid = server.process.pid
+        before = _open_descriptors(pid)
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(2)]
+        refused = [
+            socket.create_connection(("127.0.0.1", server.port), timeout=2) for _ in range(300)
+        ]
+        try:
+            for sock in refused:
+                head = _raw_response(sock).partition(b"\r\n\r\n")[0].lower()  # 503, then EOF
+                assert head.startswith(b"http/1.1 503"), head
+                assert b"x-content-type-options: nosniff" in head
+            during = _open_descriptors(pid) - before
+            time.sleep(1.5)
+            after = _open_descriptors(pid) - before
+        finally:
+            for sock in held + refused:
+                sock.close()
+    print(f"2 held + 300 refused connections: server descriptors +{during}, +{after} 1.5 s on")
+    # The 2 held connections, and at most 2 refused ones kept a moment for a clean close.
+    assert during <= 6, f"the server held {during} descriptors for 2 allowed connections"
+    assert after <= 4, f"refused connections still held {after} descriptors 1.5 s later"
+
+
 def test_ipv6_clients_are_counted_by_their_64_network() -> None:
     from ursa.serve.connections import client_key
 
@@ -229,6 +261,48 @@ def test_ipv6_clients_are_counted_by_their_64_network() -> None:
     assert client_key("2001:db8:0:1::5") == client_key("2001:db8:0:1:ffff::9")
     assert client_key("2001:db8:0:1::5") != client_key("2001:db8:0:2::5")
     assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7") == "192.0.2.7"
+
+
+def _trickle_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, float | None]:
+    """Send a byte every 0.5 s for ``seconds``; what the server answered, and when (seconds
+    from now) it closed the connection, or None if it never did."""
+    start = time.monotonic()
+    answer = b""
+    sock.settimeout(0.5)
+    while time.monotonic() - start < seconds:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                return answer, time.monotonic() - start
+            continue
+        except ConnectionResetError:
+            return answer, time.monotonic() - start
+        if not chunk:
+            return answer, time.monotonic() - start
+        answer += chunk
+    return answer, None
+
+
+@pytest.mark.parametrize("declared", [100_000_000, 1_000_000])
+def test_declared_too_large_body_is_413_and_the_connection_closes(
+    tiny_served: tuple[Path, Path], declared: int
+) -> None:
+    # 100 MB is cut off at once; 1 MB (under DRAIN_LIMIT) is read for at most the body
+    # timeout, for clients that send the whole body before reading. Neither is read on.
+    settings = {"body_timeout": "2", "max_body_bytes": "100000"}
+    with running_server(tiny_served[0], **settings) as server:
+        sock = _slow_body(server.port, length=declared)
+        with sock:
+            answer, closed_after = _trickle_until_closed(sock, seconds=8)
+    print(f"declared {declared:,} bytes, trickled: closed after {closed_after} s")
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 413"), answer[:200]
+    assert b"connection: close" in head
+    assert closed_after is not None, "the server kept reading the trickled body for 8 s"
+    assert closed_after < 3.0, f"the connection stayed open {closed_after:.1f} s"
 
 
 def test_full_queue_still_answers_503_and_is_counted(
@@ -496,15 +570,39 @@ def test_made_up_methods_paths_and_statuses_collapse_to_other(server: ServerProc
 # --- item 17: headers, local API docs, Host check ------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/", "/live", "/docs", "/redoc", "/static/upload.js", "/healthz"])
-def test_pages_send_csp_frame_and_nosniff_headers(server: ServerProcess, path: str) -> None:
-    status, _, headers = _get(server.port, path)
-    assert status == 200
+def _assert_security_headers(headers: dict[str, str]) -> None:
     policy = headers.get("content-security-policy", "")
     assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
     assert headers.get("x-frame-options") == "DENY"
     assert headers.get("x-content-type-options") == "nosniff"
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/live", "/docs", "/redoc", "/static/upload.js", "/healthz", "/metrics"]
+)
+def test_pages_send_csp_frame_and_nosniff_headers(server: ServerProcess, path: str) -> None:
+    status, _, headers = _get(server.port, path)
+    assert status == 200
+    _assert_security_headers(headers)
+
+
+def test_errors_outside_the_routes_send_the_security_headers(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from ursa.serve.app import create_app
+    from ursa.serve.settings import ServeSettings
+
+    app = create_app(ServeSettings(bundle=tmp_path / "unused.ursa"))  # no lifespan: no model
+
+    @app.get("/fails")
+    def fails() -> None:
+        raise RuntimeError("a bug")
+
+    client = TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False)
+    answer = client.get("/fails")  # Starlette's own 500, from outside the app's middleware
+    assert answer.status_code == 500
+    _assert_security_headers({k.lower(): v for k, v in answer.headers.items()})
 
 
 @pytest.mark.parametrize("path", ["/docs", "/redoc"])
@@ -520,9 +618,20 @@ def test_api_docs_load_no_third_party_scripts(server: ServerProcess, path: str) 
     "host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "[::2]:1"]
 )
 def test_foreign_host_header_is_400(server: ServerProcess, host: str) -> None:
-    status, text, _ = _get(server.port, "/metadata", host=host)
+    status, text, headers = _get(server.port, "/metadata", host=host)
     assert status == 400
     assert "URSA_ALLOWED_HOSTS" in json.loads(text)["detail"]
+    _assert_security_headers(headers)
+
+
+def test_http10_request_without_host_is_400(server: ServerProcess) -> None:
+    # What docs/export-and-serve.md tells health checks: send a Host header.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert _raw_response(sock).startswith(b"HTTP/1.1 400")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        assert _raw_response(sock).startswith(b"HTTP/1.1 200")
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LOCALHOST:8000", "[::1]:8000"])

@@ -22,10 +22,18 @@ from fastapi.staticfiles import StaticFiles
 
 from ursa.serve.guard import HostCheckMiddleware, SecurityHeadersMiddleware
 from ursa.serve.limits import BodyLimitMiddleware, return_freed_memory
-from ursa.serve.metrics import Metrics, MetricsMiddleware
+from ursa.serve.metrics import ASGIApp, Metrics, MetricsMiddleware
 from ursa.serve.routes import Service, router
 from ursa.serve.settings import ServeSettings
 from ursa.version import __version__
+
+
+class _App(FastAPI):
+    """FastAPI with :class:`SecurityHeadersMiddleware` outside everything, Starlette's own
+    500 answer (its outermost middleware) included."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeadersMiddleware(super().build_middleware_stack())
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
@@ -45,7 +53,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             await service.batcher.stop()
             service.decoders.shutdown(wait=False)
 
-    app = FastAPI(
+    app = _App(
         title="ursa",
         version=__version__,
         summary="Image classification with a model exported by ursa (ONNX Runtime).",
@@ -58,16 +66,15 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.include_router(router)
     static = resources.files("ursa.serve").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
-    # Added last = outermost. From the outside in: metrics see every answer; the Host check
-    # refuses foreign names before any body is read; every answer gets the security
-    # headers; bodies arrive whole (or get 408/413) before a route runs.
+    # Added last = outermost; outside them all, the security headers (_App). From the outside
+    # in: metrics see every answer; the Host check refuses foreign names before any body is
+    # read; bodies arrive whole (or get 408/413) before a route runs.
     app.add_middleware(
         BodyLimitMiddleware,
         limit=settings.max_body_bytes,
         batch_limit=settings.max_batch_body_bytes,
         timeout=settings.body_timeout,
     )
-    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(HostCheckMiddleware, names=settings.host_names())
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -4,9 +4,12 @@
 ``ursa serve`` (:func:`ursa.serve.app.run`):
 
 * one client address (an IPv6 client: its /64 network, which one host usually has whole)
-  holds at most ``per_client`` open connections; a further one is answered 503 at once (the
-  request, if any, is read and dropped) and closed, so one client cannot take every file
-  descriptor of the server;
+  holds at most ``per_client`` open connections; a further one is answered 503 at once and
+  closed, so one client cannot take every file descriptor of the server. Up to
+  ``per_client`` refused connections per client are kept for at most
+  :data:`REFUSED_LINGER` seconds, until the request the client sent has been read (closing
+  a socket with unread data resets it, and the client may never see the 503); any further
+  one is closed at once. A client thus holds at most twice ``per_client`` descriptors;
 * a connection that has not sent a complete request head within ``first_request_timeout``
   seconds of opening is closed (a socket opened and left silent holds nothing for long).
 
@@ -25,12 +28,16 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ursa.serve.guard import SECURITY_HEADERS
+
 log = logging.getLogger(__name__)
 
 #: Seconds between two log lines about refused connections.
 WARN_EVERY = 60.0
 #: IPv6 clients are counted by network of this prefix length.
 IPV6_PREFIX = 64
+#: Longest a refused connection is kept open (see the module doc).
+REFUSED_LINGER = 0.5
 
 
 def client_key(address: str) -> str:
@@ -72,11 +79,14 @@ class ClientLimitedProtocol(H11Protocol):
 
     def _held_by(self, key: str) -> int:
         """Connections from the client ``key`` this server holds, this one included."""
-        return sum(
-            1
+        return sum(1 for other in self._same_client(key) if not other.refused)
+
+    def _same_client(self, key: str) -> list[ClientLimitedProtocol]:
+        return [
+            other
             for other in self.connections
-            if isinstance(other, ClientLimitedProtocol) and not other.refused and other.key == key
-        )
+            if isinstance(other, ClientLimitedProtocol) and other.key == key
+        ]
 
     def _refuse(self, address: str) -> None:
         self.refused = True
@@ -86,16 +96,27 @@ class ClientLimitedProtocol(H11Protocol):
                 f"server (URSA_MAX_CONNECTIONS_PER_CLIENT); close some, or reuse them"
             }
         ).encode()
+        protective = "".join(
+            f"{name.decode()}: {value.decode()}\r\n" for name, value in SECURITY_HEADERS
+        )
         head = (
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+            f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n"
+            f"{protective}\r\n"
         )
         self.transport.write(head.encode() + body)
-        # Close once the answer is out and the client has had a moment to read it; what it
-        # sends meanwhile is dropped (closing with unread data would reset the connection).
-        if self.transport.can_write_eof():
+        lingering = sum(
+            1
+            for other in self._same_client(address)
+            if other.refused and other is not self and not other.transport.is_closing()
+        )
+        if lingering < self.per_client and self.transport.can_write_eof():
+            # Kept until the client's request is read (data_received), at most a moment.
             self.transport.write_eof()
-        self._timer = self.loop.call_later(self.first_request_timeout, self.transport.close)
+            linger = min(REFUSED_LINGER, self.first_request_timeout)
+            self._timer = self.loop.call_later(linger, self.transport.close)
+        else:
+            self.transport.close()  # once the 503 is written
         now = time.monotonic()
         if now - ClientLimitedProtocol._last_warning >= WARN_EVERY:
             ClientLimitedProtocol._last_warning = now
@@ -107,8 +128,9 @@ class ClientLimitedProtocol(H11Protocol):
             )
 
     def data_received(self, data: bytes) -> None:
-        if self.refused:
-            return  # answered already; read and dropped
+        if self.refused:  # answered already: the request is dropped, and the socket closed
+            self.transport.close()
+            return
         super().data_received(data)
 
     def _no_request_yet(self) -> None:

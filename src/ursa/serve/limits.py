@@ -6,7 +6,10 @@ waits on a slow client:
 
 * over the size limit (``Content-Length``, or the bytes actually received): 413, never a
   full read (``max_body_bytes``; ``max_batch_body_bytes`` for ``POST /predict/batch``);
-* not all there ``body_timeout`` seconds after the headers: 408, and the connection closes;
+* not all there ``body_timeout`` seconds after the headers: 408;
+* every such answer (400, 408, 413) closes the connection: the rest of the body is never
+  read, by this middleware or by uvicorn (which, on a kept-alive connection, would read and
+  drop a declared body to its end however slowly it came);
 * the client hangs up half-way: one log line and no answer (``/metrics`` counts it as
   status 499, "client closed request");
 * held in a spooled file while it arrives: the first :data:`SPOOL_BYTES` in memory, the rest
@@ -35,7 +38,8 @@ from ursa.serve.metrics import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
-#: Bodies up to this size are read and dropped before the 413; larger ones are cut off.
+#: Bodies up to this size are read and dropped (for at most ``timeout``) before the 413, so
+#: that clients which send the whole body before reading see it; larger ones are cut off.
 DRAIN_LIMIT = 64 * 1024 * 1024
 #: Body bytes held in memory per request while it arrives; the rest goes to a temporary file.
 SPOOL_BYTES = 256 * 1024
@@ -89,7 +93,7 @@ class BodyLimitMiddleware:
                     f"the request body did not arrive within {self.timeout:g} s "
                     f"(URSA_BODY_TIMEOUT); send it faster, or raise the limit for slow links"
                 )
-                await _reply(send, 408, detail, close=True)
+                await _reply(send, 408, detail)
                 return
             except _TooLarge:
                 await self._drain(receive, limit)
@@ -225,10 +229,13 @@ def _too_large(limit: int, batch: bool) -> str:
     return f"request body over the limit of {limit:,} bytes; {what} (or raise {setting})"
 
 
-async def _reply(send: Send, status: int, detail: str, *, close: bool = False) -> None:
+async def _reply(send: Send, status: int, detail: str) -> None:
+    """An error answer that closes the connection (the body is left unread)."""
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    if close:
-        headers.append((b"connection", b"close"))
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
