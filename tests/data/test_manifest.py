@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import io
 import json
+import os
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -141,3 +146,89 @@ def test_the_folder_lock_is_reentrant_and_refuses_a_linked_lock_file(tmp_path: P
     with pytest.raises(DataError, match="symlink"), folder_lock(linked):
         pass
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_the_folder_lock_excludes_another_thread_of_the_same_process(tmp_path: Path) -> None:
+    inside = threading.Event()
+    release = threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        with folder_lock(tmp_path), folder_lock(tmp_path):  # re-entrant in its thread
+            order.append("first in")
+            inside.set()
+            release.wait(10)
+            order.append("first out")
+
+    def waiting() -> None:
+        order.append("second waits")
+        release.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(10)
+    with folder_lock(tmp_path, on_wait=waiting):
+        order.append("second in")
+    thread.join(10)
+    assert order == ["first in", "second waits", "first out", "second in"]
+    with folder_lock(tmp_path):  # and released by both: a third holder gets straight in
+        probe = os.open(tmp_path / LOCK_NAME, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):  # the flock is held while inside
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(probe)
+
+
+def deny_opening(monkeypatch: pytest.MonkeyPatch, lock: Path, *, reading: bool) -> None:
+    """Make opening ``lock`` fail as the kernel does for a file of another user's that this
+    one may not write (``reading=False``) or not even read: needed where the tests run as
+    root, whom file modes do not stop."""
+    real_open = os.open
+
+    def opening(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        writes = flags & (os.O_WRONLY | os.O_RDWR)
+        if Path(path) == lock and (writes or reading):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", opening)
+
+
+def test_a_lock_file_of_another_user_is_locked_through_a_read_only_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock = tmp_path / LOCK_NAME
+    lock.touch()
+    lock.chmod(0o444)  # made by someone else; this user may read it, not write it
+    probe = os.open(lock, os.O_RDONLY)
+    if os.geteuid() == 0:
+        deny_opening(monkeypatch, lock, reading=False)
+    try:
+        # Still exclusive: another holder has to wait.
+        with folder_lock(tmp_path), pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on the way out
+    finally:
+        os.close(probe)
+
+
+def test_a_lock_file_this_user_cannot_open_is_an_error_not_a_run_without_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock = tmp_path / LOCK_NAME
+    lock.touch()
+    lock.chmod(0o000)
+    if os.geteuid() == 0:
+        deny_opening(monkeypatch, lock, reading=True)
+    entered = False
+    with (
+        pytest.raises(DataError, match=r"cannot open the lock file .*chmod a\+r"),
+        folder_lock(tmp_path),
+    ):
+        entered = True
+    assert not entered
+    monkeypatch.undo()
+    lock.chmod(0o644)
+    with folder_lock(tmp_path):  # the thread lock was let go with the error
+        pass

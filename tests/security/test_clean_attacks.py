@@ -33,7 +33,7 @@ from ursa.clean.session import CleanSession
 from ursa.clean.settings import CleanSettings
 from ursa.clean.thumbnails import CACHE_DIR, Thumbnails
 from ursa.cli import app
-from ursa.data.manifest import LOCK_NAME, MANIFEST_NAME, QUARANTINE_DIR
+from ursa.data.manifest import LOCK_NAME, MANIFEST_NAME, QUARANTINE_DIR, Manifest
 from ursa.errors import DataError
 
 CLASSES = ["blue", "green", "red"]
@@ -187,6 +187,280 @@ def test_a_lock_file_linking_outside_is_not_opened(folder: Path, outside: Path) 
     assert result.exit_code == 1 and "lock file" in result.output, result.output
     assert "Traceback" not in result.output
     assert list(outside.iterdir()) == []  # nothing created outside
+
+
+PLANTED = "#!/bin/sh\necho pwned\n"
+"""An executable a shared dataset ships in its quarantine, for a planted row to move out."""
+
+
+def plant_quarantined(folder: Path) -> tuple[Path, int]:
+    """A shared dataset's planted file ``.ursa-quarantine/blue/evil.png`` (executable) and its
+    ``clean_images`` row (deleted); ``(the file, the row's id)``."""
+    with Journal(folder) as journal:
+        journal.sync()
+    planted = folder / QUARANTINE_DIR / "blue" / "evil.png"
+    planted.parent.mkdir(parents=True)
+    planted.write_text(PLANTED)
+    planted.chmod(0o755)
+    execute(
+        folder, "INSERT INTO clean_images (path, label, sha256, size_bytes, mtime_ns, state) "
+        "VALUES (?, 'blue', 'ab', 1, 1, 'deleted')", (f"{QUARANTINE_DIR}/blue/evil.png",),
+    )  # fmt: skip
+    with contextlib.closing(sqlite3.connect(folder / MANIFEST_NAME)) as db:
+        row = db.execute("SELECT max(id) FROM clean_images").fetchone()
+    return planted, int(row[0])
+
+
+HIDDEN_TARGETS = [".git/hooks/post-checkout", "evil.sh", MANIFEST_NAME]
+
+
+@pytest.mark.parametrize("old_state", ["active", "deleted", "gone"])
+@pytest.mark.parametrize("target", HIDDEN_TARGETS)
+def test_undo_all_refuses_a_journal_row_that_moves_a_file_out_of_the_class_folders(
+    folder: Path, target: str, old_state: str
+) -> None:
+    # A shared dataset (a git repository) ships an executable in its quarantine and a
+    # "done" delete whose old place is a git hook, a top-level file or the manifest:
+    # undoing it would install the hook. Every such path is inside the folder, so only
+    # the rule "an image is a file in a class folder, none of its parts hidden" stops it.
+    (folder / ".git" / "hooks").mkdir(parents=True)
+    planted, image = plant_quarantined(folder)
+    execute(
+        folder,
+        "INSERT INTO clean_journal (image_id, action, state, old_path, new_path, old_label, "
+        "new_label, old_state, new_state, old_reviewed, new_reviewed, version_after, at) "
+        "VALUES (?, 'delete', 'done', ?, ?, 'blue', 'blue', ?, 'deleted', 0, 1, 1, '')",
+        (image, target, f"{QUARANTINE_DIR}/blue/evil.png", old_state),
+    )
+    manifest = (folder / MANIFEST_NAME).read_bytes()
+    before = snapshot(folder)
+    result = runner.invoke(app, ["clean", str(folder), "--undo-all"])
+    assert result.exit_code == 1, result.output
+    assert "old_path" in result.output and repr(target) in result.output
+    assert "Traceback" not in result.output
+    assert snapshot(folder) == before and planted.read_text() == PLANTED
+    assert list((folder / ".git" / "hooks").iterdir()) == []
+    assert not (folder / "evil.sh").exists() and not (folder / "ursa-1.sqlite").exists()
+    assert (folder / MANIFEST_NAME).read_bytes()[:16] == manifest[:16]  # still the manifest
+    assert [state for _, state, _ in journal_rows(folder)] == ["done"]  # no undo was made
+
+
+@pytest.mark.parametrize("target", HIDDEN_TARGETS)
+def test_undo_refuses_to_move_a_file_back_to_a_hidden_or_top_level_place(
+    folder: Path, target: str
+) -> None:
+    number = relabeled(folder)
+    execute(folder, "UPDATE clean_journal SET old_path = ? WHERE id = ?", (target, number))
+    before = snapshot(folder)
+    with Journal(folder) as journal, pytest.raises(DataError, match="not a file in a class"):
+        journal.undo(number)
+    assert snapshot(folder) == before and not (folder / "evil.sh").exists()
+    assert not (folder / ".git").exists()
+
+
+@pytest.mark.parametrize("decision", ["delete", "relabel"])
+@pytest.mark.parametrize("path", [".git/config", "notes.txt", MANIFEST_NAME])
+def test_an_image_row_naming_a_hidden_or_top_level_file_is_never_moved(
+    folder: Path, path: str, decision: str
+) -> None:
+    (folder / ".git").mkdir()
+    for name in (".git/config", "notes.txt"):
+        (folder / name).write_text("not an image")
+    with Journal(folder) as journal:
+        journal.sync()
+    execute(
+        folder, "INSERT INTO clean_images (path, label, sha256, size_bytes, mtime_ns, state) "
+        "VALUES (?, 'red', 'ab', 1, 1, 'active')", (path,),
+    )  # fmt: skip
+    before = snapshot(folder)
+    with Journal(folder) as journal:
+        image = ids(journal)[path]
+        with pytest.raises(DataError, match=f"image #{image}'s path .*not a file in a class"):
+            journal.delete(image) if decision == "delete" else journal.relabel(image, "blue")
+    assert snapshot(folder) == before and (folder / MANIFEST_NAME).is_file()
+    assert not (folder / QUARANTINE_DIR).exists()
+
+
+def test_a_pending_row_naming_a_git_hook_is_rolled_back_not_finished(folder: Path) -> None:
+    hook = folder / ".git" / "hooks" / "post-checkout"
+    hook.parent.mkdir(parents=True)
+    hook.write_text(PLANTED)
+    with Journal(folder) as journal:
+        journal.sync()
+        image = ids(journal)["red/00.png"]
+    (folder / "red" / "00.png").unlink()  # "the move happened": only the new place has a file
+    execute(
+        folder,
+        "INSERT INTO clean_journal (image_id, action, state, old_path, new_path, old_label, "
+        "new_label, old_state, new_state, old_reviewed, new_reviewed, version_after, at) "
+        "VALUES (?, 'relabel', 'pending', 'red/00.png', ?, 'red', 'red', 'active', 'active', "
+        "0, 1, 2, '')",
+        (image, ".git/hooks/post-checkout"),
+    )
+    with Journal(folder) as journal:
+        assert journal.image(image).path == "red/00.png"  # the hook did not become the image
+    _, state, note = journal_rows(folder)[-1]
+    assert state == "rolled_back" and "not a file in a class folder" in note
+    assert hook.read_text() == PLANTED
+
+
+# -- the cleaner's own tables, planted ---------------------------------------------------------
+
+
+JOURNAL_COLUMNS = (
+    "id, image_id, action, state, old_path, new_path, old_label, new_label, old_state, "
+    "new_state, old_reviewed, new_reviewed, version_after, undoes, undone_by, at, "
+    "finished_at, note"
+)
+DONE_ROW = (1, 1, "relabel", "done", "red/00.png", "green/00.png", "red", "green", "active",
+            "active", 0, 1, 2, None, None, "", "", "")  # fmt: skip
+
+
+def plant_journal(folder: Path, columns: str, row: tuple[Any, ...]) -> None:
+    """A ``clean_journal`` table of the given (untyped) columns holding ``row``, as a shared
+    ``ursa.sqlite`` may have, beside an honest manifest."""
+    with contextlib.closing(sqlite3.connect(folder / MANIFEST_NAME)) as db, db:
+        db.execute(f"CREATE TABLE clean_journal ({columns})")
+        marks = ", ".join("?" for _ in row)
+        db.execute(f"INSERT INTO clean_journal VALUES ({marks})", row)
+
+
+PLANTED_JOURNALS = {
+    "missing columns": (
+        "id INTEGER PRIMARY KEY, image_id INTEGER, action TEXT, state TEXT",
+        (1, 1, "relabel", "done"),
+        "clean_journal lacks old_path, new_path, old_label",
+    ),
+    "a number for a path": (
+        JOURNAL_COLUMNS, (1, 1, "relabel", "done", 42, *DONE_ROW[5:]),
+        "clean_journal row 1 has old_path = 42, not text",
+    ),
+    "text for a number": (
+        JOURNAL_COLUMNS, (*DONE_ROW[:12], "two", *DONE_ROW[13:]),
+        "clean_journal row 1 has version_after = 'two', not a whole number",
+    ),
+    "an unknown action": (
+        JOURNAL_COLUMNS, (1, 1, "rm -rf", *DONE_ROW[3:]),
+        "clean_journal row 1 has action = 'rm -rf', not one of relabel, delete, keep, undo",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(PLANTED_JOURNALS))
+def test_a_planted_clean_journal_table_is_one_line_error_not_a_traceback(
+    folder: Path, kind: str
+) -> None:
+    columns, row, message = PLANTED_JOURNALS[kind]
+    with Manifest(folder):
+        pass  # an honest manifest (images, fetches, ...) and a planted journal beside it
+    plant_journal(folder, columns, row)
+    before = snapshot(folder)
+    for command in (["--history"], ["--undo-all"]):
+        result = runner.invoke(app, ["clean", str(folder), *command])
+        assert result.exit_code == 1, result.output
+        assert message in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert MANIFEST_NAME in result.output and "aside" in result.output
+    assert snapshot(folder) == before
+
+
+def test_a_planted_clean_images_table_is_refused_where_it_is_read(folder: Path) -> None:
+    with contextlib.closing(sqlite3.connect(folder / MANIFEST_NAME)) as db, db:
+        db.execute(
+            "CREATE TABLE clean_images (id INTEGER PRIMARY KEY, path UNIQUE, label, sha256, "
+            "size_bytes, mtime_ns, state, reviewed, version)"
+        )
+        db.execute("INSERT INTO clean_images VALUES (1, 'red/00.png', 'red', 'ab', 1, 1, "
+                   "'bogus', 0, 1)")  # fmt: skip
+        db.execute("INSERT INTO clean_images VALUES (2, 7, 'red', 'ab', 1, 1, 'active', 0, 1)")
+    with Journal(folder) as journal:
+        with pytest.raises(DataError, match="clean_images row 1 has state = 'bogus', not one of"):
+            journal.images(states=("bogus",))  # type: ignore[arg-type]
+        with pytest.raises(DataError, match="clean_images row 1 has state = 'bogus'"):
+            journal.sync()
+        execute(folder, "UPDATE clean_images SET state = 'active' WHERE id = 1")
+        with pytest.raises(DataError, match="clean_images row 2 has path = 7, not text"):
+            journal.sync()
+    result = runner.invoke(app, ["clean", str(folder), "--history"])
+    assert result.exit_code == 0, result.output  # the journal itself is fine
+
+
+def test_a_clean_images_table_missing_columns_is_refused_on_opening(folder: Path) -> None:
+    with contextlib.closing(sqlite3.connect(folder / MANIFEST_NAME)) as db, db:
+        db.execute("CREATE TABLE clean_images (id INTEGER PRIMARY KEY, path TEXT)")
+    with pytest.raises(DataError, match="clean_images lacks label, sha256, size_bytes"):
+        Journal(folder)
+
+
+def test_a_planted_clean_journal_with_extra_columns_still_reads(folder: Path) -> None:
+    with Manifest(folder):
+        pass
+    plant_journal(folder, JOURNAL_COLUMNS + ", planted", (*DONE_ROW, "extra"))
+    result = runner.invoke(app, ["clean", str(folder), "--history"])
+    assert result.exit_code == 0, result.output
+    assert "relabel red/00.png: red → green" in result.output
+
+
+# -- one process, two holders of the folder ----------------------------------------------------
+
+
+def test_two_journals_on_one_folder_in_one_process_take_turns(folder: Path) -> None:
+    first, second = Journal(folder), Journal(folder)
+    first.sync()
+    inside = threading.Event()
+    order: list[str] = []
+
+    def hold_first() -> None:
+        with first._lock.hold():
+            order.append("first in")
+            inside.set()
+            time.sleep(0.5)
+            order.append("first out")
+
+    thread = threading.Thread(target=hold_first)
+    thread.start()
+    assert inside.wait(10)
+    second.keep(ids(second)["red/00.png"])  # waits for the first journal
+    order.append("second decided")
+    thread.join(10)
+    first.close()
+    second.close()
+    assert order == ["first in", "first out", "second decided"]
+
+
+def test_a_thread_holding_the_folder_lock_and_a_journal_in_another_do_not_deadlock(
+    folder: Path,
+) -> None:
+    # A verify --fix style holder takes the folder lock first, then uses the journal, while
+    # a page thread is already deciding: both must finish (one lock order for everyone).
+    from ursa.data.manifest import folder_lock
+
+    journal = Journal(folder)
+    journal.sync()
+    image = ids(journal)["red/00.png"]
+    holding = threading.Event()
+    finished: list[str] = []
+
+    def holder() -> None:
+        with folder_lock(folder):
+            holding.set()
+            time.sleep(0.3)  # meanwhile the other thread starts its decision
+            journal.sync()
+        finished.append("holder")
+
+    def decider() -> None:
+        assert holding.wait(10)
+        journal.keep(image)
+        finished.append("decider")
+
+    threads = [threading.Thread(target=holder, daemon=True),
+               threading.Thread(target=decider, daemon=True)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert sorted(finished) == ["decider", "holder"], "the two threads deadlocked"
+    journal.close()
 
 
 # -- 2: class names that would climb out of the dataset --------------------------------------

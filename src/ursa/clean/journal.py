@@ -21,16 +21,21 @@ skips it; nothing is lost), keep only marks it reviewed. An undo is a
 decision of its own that moves the file back.
 
 Nothing read from ``ursa.sqlite`` is trusted (a dataset can come with its manifest
-from someone else): every path a row names is checked with :mod:`ursa.safepaths`
-before a file moves (relative, no ``..``, and no symlink on the way that leads out
-of the dataset folder), a class name must be one a folder can have, and the walk
+from someone else): every path a row names is checked as the manifest's are
+(:func:`ursa.data.manifest.row_path`) before a file moves: relative, no ``..``, no
+symlink on the way that leads out of the dataset folder, an image's path a file in a
+class folder with no hidden part and a deleted image's inside the quarantine, so a
+row cannot move a file to ``.git/hooks`` or over ``ursa.sqlite``. The cleaner's
+tables must have the columns it reads and every value read has the type it
+should. A class name must be one a folder can have, and the walk
 that lists images skips links that lead outside. A row that fails is refused with
 a message naming it; nothing outside the dataset folder is ever moved or created.
 
-Every process that changes the folder holds an exclusive ``flock`` on
-``.ursa-clean.lock`` for the whole three steps, so a second server or an
-``ursa clean --undo`` on the same folder waits its turn, and a ``pending``
-row seen while holding the lock can only come from a process that died.
+Whoever changes the folder holds its lock (:func:`ursa.data.manifest.folder_lock`:
+an exclusive ``flock`` on ``.ursa-clean.lock``, and a thread lock among one process's
+threads) for the whole three steps, so a second server, a second journal or an
+``ursa clean --undo`` on the same folder waits its turn, and a ``pending`` row seen
+while holding the lock can only come from a process that died.
 
 Torch-free and FastAPI-free: the CLI's ``--history`` and ``--undo`` use it alone.
 """
@@ -54,18 +59,14 @@ from ursa.data.manifest import (
     MANIFEST_NAME,
     QUARANTINE_DIR,
     Manifest,
+    RowKind,
     folder_lock,
     iter_image_paths,
     now,
+    row_path,
 )
 from ursa.errors import DataError, UrsaError
-from ursa.safepaths import (
-    class_name_problem,
-    inside_root,
-    is_within,
-    outside_link,
-    relative_problem,
-)
+from ursa.safepaths import class_name_problem, is_within, outside_link, relative_problem
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,25 @@ CREATE TABLE IF NOT EXISTS clean_predictions (
     PRIMARY KEY (model_id, sha256)
 );
 """
+
+_IMAGE_STATES = ("active", "deleted", "gone")
+_COLUMNS: dict[str, dict[str, str | tuple[str, ...]]] = {
+    "clean_images": {
+        "id": "int", "path": "text", "label": "text", "sha256": "text", "size_bytes": "int",
+        "mtime_ns": "int", "state": _IMAGE_STATES, "reviewed": "int", "version": "int",
+    },
+    "clean_journal": {
+        "id": "int", "image_id": "int", "action": ("relabel", "delete", "keep", "undo"),
+        "state": ("pending", "done", "rolled_back"), "old_path": "text", "new_path": "text",
+        "old_label": "text", "new_label": "text", "old_state": _IMAGE_STATES,
+        "new_state": _IMAGE_STATES, "old_reviewed": "int", "new_reviewed": "int",
+        "version_after": "int", "undoes": "int?", "undone_by": "int?", "at": "text",
+        "finished_at": "text", "note": "text",
+    },
+    "clean_predictions": {"model_id": "text", "sha256": "text", "probabilities": "text"},
+}  # fmt: skip
+"""What the cleaner reads from each of its tables: a column's type, or the values it may
+hold (a table planted in a shared ``ursa.sqlite`` may lack columns or hold anything)."""
 
 
 class UnknownImageError(UrsaError):
@@ -226,9 +246,15 @@ def file_sha256(path: Path) -> str:
 
 
 class _FolderLock:
-    """Exclusive access to the dataset folder: a thread lock among the server's threads,
-    and the dataset's folder lock (:func:`ursa.data.manifest.folder_lock`) across
-    processes, the one ``ursa verify --fix`` and ``ursa forget`` take too."""
+    """Exclusive access to the dataset folder: the dataset's folder lock
+    (:func:`ursa.data.manifest.folder_lock`, the one ``ursa verify --fix`` and ``ursa
+    forget`` take too; exclusive across processes and threads), then this journal's
+    thread lock, which guards its SQLite connection (``_query`` takes it alone).
+
+    Always in that order, as everyone else takes the folder lock first: a thread that
+    holds the folder lock and then uses the journal cannot deadlock against one in
+    :meth:`hold`, and a thread waiting for another process's ``flock`` does not keep
+    the journal's readers waiting."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -236,7 +262,7 @@ class _FolderLock:
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
-        with self.thread_lock, folder_lock(self.root):
+        with folder_lock(self.root), self.thread_lock:
             yield
 
 
@@ -295,12 +321,17 @@ class Journal:
             self.connection.row_factory = sqlite3.Row
             # FULL: the pending row is on disk before the file moves, even on power loss.
             self.connection.execute("PRAGMA synchronous=FULL")
+            self._check_columns()
             self.connection.executescript(_SCHEMA)
         except sqlite3.DatabaseError as error:
+            self.connection.close()
             raise DataError(
                 f"{self.root / MANIFEST_NAME} is not a readable ursa manifest ({error}); move it "
                 f"aside and run `ursa verify {self.root}` to rebuild it"
             ) from None
+        except BaseException:
+            self.connection.close()
+            raise
         try:
             self.recover()
         except BaseException:
@@ -318,6 +349,24 @@ class Journal:
             self.connection.close()
 
     # -- plumbing ------------------------------------------------------------------------
+
+    def _check_columns(self) -> None:
+        """A :class:`DataError` when a cleaner table already there lacks a column it reads
+        (``CREATE TABLE IF NOT EXISTS`` leaves a planted or older table as it is)."""
+        missing: list[str] = []
+        for table, columns in _COLUMNS.items():
+            rows = self.connection.execute(f"PRAGMA table_info({table})").fetchall()
+            have = {row[1] for row in rows}
+            if have and set(columns) - have:
+                names = ", ".join(name for name in columns if name not in have)
+                missing.append(f"{table} lacks {names}")
+        if missing:
+            manifest = self.root / MANIFEST_NAME
+            raise DataError(
+                f"{manifest} is not an ursa cleaning journal: {'; '.join(missing)} (made by "
+                f"something else, or changed by hand); move {MANIFEST_NAME} aside (its "
+                f"cleaning history goes with it) and run `ursa verify {self.root}` to rebuild it"
+            )
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -364,9 +413,10 @@ class Journal:
         """Where ``image``'s file is, checked to be inside the dataset folder.
 
         Raises :class:`~ursa.errors.DataError` naming the row when its path is absolute,
-        climbs out with ``..`` or leads out through a symlink.
+        climbs out with ``..``, leads out through a symlink, or is not where an image in
+        its state lies (a class folder, or the quarantine for a deleted one).
         """
-        return self._checked(image.path, f"image #{image.id}'s path")
+        return self._checked(image.path, f"image #{image.id}'s path", image.state)
 
     def images(self, *, states: Sequence[ImageState] = ("active", "deleted")) -> list[CleanImage]:
         marks = ", ".join("?" for _ in states)
@@ -412,7 +462,8 @@ class Journal:
             if image_id is None
             else self._query(sql + " AND image_id = ? ORDER BY id", (image_id,))
         )
-        return {row["image_id"]: row["action"] for row in rows}
+        typed = (_typed(row, "clean_journal", ("image_id", "action")) for row in rows)
+        return {row["image_id"]: row["action"] for row in typed}
 
     def undoable(self) -> list[Entry]:
         """Decisions in effect, newest first: what ``--undo-all`` reverts, in that order."""
@@ -432,7 +483,8 @@ class Journal:
         """
         with self._lock.hold():
             files = self._walk()
-            known = {row["path"]: row for row in self._query("SELECT * FROM clean_images")}
+            rows = self._query("SELECT * FROM clean_images")
+            known = {row["path"]: row for row in (_typed(r, "clean_images") for r in rows)}
             updates: list[tuple[str, str, str, int, int]] = []
             for relative, (label, path, stat) in files.items():
                 row = known.get(relative)
@@ -496,15 +548,12 @@ class Journal:
 
     def _in_quarantine(self, relative: str) -> bool:
         """A deleted image's file is there, inside the quarantine folder (no link out)."""
-        quarantine = self.root / QUARANTINE_DIR
-        if (
-            relative_problem(relative) is not None
-            or not relative.startswith(f"{QUARANTINE_DIR}/")
-            or outside_link(self.root / relative, self.root)
-        ):
-            log.warning("deleted image %r is not inside %s; not listed", relative, quarantine)
+        try:
+            path = self._checked(relative, "deleted image", "deleted")
+        except DataError as error:
+            log.warning("%s; not listed", error)
             return False
-        return (self.root / relative).is_file()
+        return path.is_file()
 
     def recover(self) -> list[Entry]:
         """Finish or roll back every decision a crash left pending; return them, settled.
@@ -560,7 +609,7 @@ class Journal:
             if label == image.label:
                 raise DataError(f"{image.name} is already in {label}; nothing to do")
             target = self._free_path(self._class_path(image.path, label))
-            self._checked(target, f"moving {image.name} to")
+            self._checked(target, f"moving {image.name} to", "active")
             return _Change(target, label, "active", True)
 
         return self._decide(image_id, "relabel", version, plan)
@@ -571,7 +620,7 @@ class Journal:
         def plan(image: CleanImage) -> _Change:
             self._require_active(image, "delete")
             target = self._free_path(f"{QUARANTINE_DIR}/{image.path}")
-            self._checked(target, f"moving {image.name} to")
+            self._checked(target, f"moving {image.name} to", "deleted")
             return _Change(target, image.label, "deleted", True)
 
         return self._decide(image_id, "delete", version, plan)
@@ -616,11 +665,11 @@ class Journal:
                     )
                 self._require_not_pending(image)
                 self.file(image)
-                self._checked(target.old_path, f"decision #{entry_id}'s old_path")
+                self._checked(target.old_path, f"decision #{entry_id}'s old_path", target.old_state)
                 new_path = image.path
                 if target.old_path != target.new_path:
                     new_path = self._free_path(target.old_path)
-                    self._checked(new_path, f"moving {image.name} back to")
+                    self._checked(new_path, f"moving {image.name} back to", target.old_state)
                 change = _Change(new_path, target.old_label, target.old_state,
                                  target.old_reviewed)  # fmt: skip
                 pending = self._insert(image, "undo", change, undoes=entry_id)
@@ -818,22 +867,30 @@ class Journal:
                 f"{image.name} is being changed right now (#{busy['id']}); try again in a moment"
             )
 
-    def _checked(self, relative: str, what: str) -> Path:
-        """``root / relative``, or a :class:`DataError` saying ``what`` it was and why not:
-        absolute, ``..``, or a symlink on the way that leads out of the folder."""
+    def _checked(self, relative: str, what: str, state: ImageState) -> Path:
+        """``root / relative`` for the path of an image in ``state`` (read from a row or
+        about to be written to one), checked before a file moves by it; else a
+        :class:`DataError` saying ``what`` it was and why not.
+
+        Every path the cleaner touches goes through here, checked as the manifest's are
+        (:func:`ursa.data.manifest.row_path`): relative, no ``..``, no symlink on the way
+        out of the folder; an active image's path a file in a class folder with no hidden
+        part (not ``.git/hooks/…``, ``ursa.sqlite`` or a top-level file), a deleted one's
+        inside the quarantine.
+        """
         if relative_problem(relative) is None and outside_link(self.root / relative, self.root):
             raise DataError(
                 f"{what} {relative!r} leads outside {self.root} through the symlink "
                 f"{self._link_on_the_way(relative)!r}; ursa clean only moves files inside the "
                 f"dataset folder: replace the link with the folder it points to"
             )
-        return inside_root(self.root, relative, what=what)  # says what is wrong, if anything
+        return row_path(self.root, relative, what=what, kind=_kind(state, relative))
 
     def _check_entry(self, entry: Entry) -> tuple[Path, Path]:
         """Both places a decision names, checked: ``(old, new)``."""
         return (
-            self._checked(entry.old_path, f"decision #{entry.id}'s old_path"),
-            self._checked(entry.new_path, f"decision #{entry.id}'s new_path"),
+            self._checked(entry.old_path, f"decision #{entry.id}'s old_path", entry.old_state),
+            self._checked(entry.new_path, f"decision #{entry.id}'s new_path", entry.new_state),
         )
 
     def _link_on_the_way(self, relative: str) -> str:
@@ -886,7 +943,8 @@ class Journal:
         rows = self._query(
             "SELECT sha256, probabilities FROM clean_predictions WHERE model_id = ?", (model_id,)
         )
-        return {row["sha256"]: row["probabilities"] for row in rows}
+        typed = (_typed(row, "clean_predictions", ("sha256", "probabilities")) for row in rows)
+        return {row["sha256"]: row["probabilities"] for row in typed}
 
     def store_probabilities(self, model_id: str, rows: Sequence[tuple[str, str]]) -> None:
         """Remember ``(sha256, JSON probabilities)`` pairs for ``model_id``."""
@@ -896,6 +954,14 @@ class Journal:
                 "VALUES (?, ?, ?)",
                 [(model_id, sha, probabilities) for sha, probabilities in rows],
             )
+
+
+def _kind(state: ImageState, path: str) -> RowKind:
+    """Where the path of an image in ``state`` lies: a class folder, or the quarantine
+    for a deleted image (a gone one may have been either; its path says which)."""
+    if state == "deleted" or (state == "gone" and path.startswith(f"{QUARANTINE_DIR}/")):
+        return "quarantine"
+    return "image"
 
 
 def _where(image: CleanImage) -> str:
@@ -914,15 +980,42 @@ def _stat(path: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
+def _typed(row: sqlite3.Row, table: str, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The row's columns that the cleaner reads (or ``names`` of them), each of the type
+    :data:`_COLUMNS` gives; else a :class:`DataError` naming the row and the column."""
+    kinds = _COLUMNS[table]
+    values = {name: row[name] for name in (names or kinds)}
+    for name, value in values.items():
+        kind = kinds[name]
+        if isinstance(kind, tuple):
+            fits, wanted = value in kind and isinstance(value, str), f"one of {', '.join(kind)}"
+        elif kind == "text":
+            fits, wanted = isinstance(value, str), "text"
+        else:
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            fits, wanted = whole or (value is None and kind == "int?"), "a whole number"
+        if not fits:
+            shown = repr(value)
+            key = values.get("id", values.get("path", values.get("sha256")))
+            raise DataError(
+                f"{MANIFEST_NAME}: {table} row {key!r} has {name} = "
+                f"{shown[:60] + '…' if len(shown) > 60 else shown}, not {wanted}; the manifest "
+                f"may come from someone else: move it aside (its cleaning history goes with it) "
+                f"and run `ursa verify` to rebuild it from the files"
+            )
+    return values
+
+
 def _image(row: sqlite3.Row) -> CleanImage:
+    values = _typed(row, "clean_images")
     return CleanImage(
-        id=row["id"], path=row["path"], label=row["label"], sha256=row["sha256"],
-        state=row["state"], reviewed=bool(row["reviewed"]), version=row["version"],
+        id=values["id"], path=values["path"], label=values["label"], sha256=values["sha256"],
+        state=values["state"], reviewed=bool(values["reviewed"]), version=values["version"],
     )  # fmt: skip
 
 
 def _entry(row: sqlite3.Row) -> Entry:
-    values = dict(row)
+    values = _typed(row, "clean_journal")
     values["old_reviewed"] = bool(values["old_reviewed"])
     values["new_reviewed"] = bool(values["new_reviewed"])
     return Entry(**values)

@@ -574,8 +574,10 @@ def folder_writable(root: Path) -> bool:
     return os.access(root, os.W_OK | os.X_OK)
 
 
-_held: dict[str, list[int]] = {}
-"""Folder locks this process holds: resolved folder → [file descriptor, holders]."""
+_held: dict[str, list[Any]] = {}
+"""Folder locks this process holds: resolved folder → [lock file descriptor or None, depth]."""
+_thread_locks: dict[str, threading.RLock] = {}
+"""One thread lock per folder: the process's threads take turns, as processes do."""
 _held_guard = threading.Lock()
 
 
@@ -583,63 +585,93 @@ _held_guard = threading.Lock()
 def folder_lock(root: Path, *, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
     """Hold ``root``'s lock (``flock`` on :data:`LOCK_NAME`) while changing its files.
 
-    A second process waits until the first is done (``on_wait`` is called once when it
-    has to wait); the lock goes with a process that dies. Re-entrant within a process
-    (its threads share it; the last one out releases it). A folder that cannot be
-    written is not locked: nothing can change it through ursa. A lock file that is a
-    symlink is refused.
+    Exclusive between processes and between the threads of one process (a per-folder
+    thread lock, taken first); re-entrant within a thread (the outermost hold takes the
+    ``flock``, the last one out releases it). A second holder waits until the first is
+    done (``on_wait`` is called once when it has to wait); the lock goes with a process
+    that dies. A folder that cannot be written is not ``flock``-ed: nothing can change
+    it through ursa. A lock file that is a symlink is refused.
     """
     key = str(Path(root).resolve())
     with _held_guard:
-        shared = key in _held
-        if shared:
-            _held[key][1] += 1
-    if not shared:
-        handle = _open_lock(Path(root))
-        if handle is None:
-            yield
-            return
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if on_wait is not None:
-                    on_wait()
-                fcntl.flock(handle, fcntl.LOCK_EX)
-        except BaseException:  # interrupted while waiting: nothing held
-            os.close(handle)
-            raise
-        with _held_guard:
-            _held[key] = [handle, 1]
+        thread_lock = _thread_locks.setdefault(key, threading.RLock())
+    waited = False
+    if not thread_lock.acquire(blocking=False):
+        waited = True
+        if on_wait is not None:
+            on_wait()
+        thread_lock.acquire()
     try:
-        yield
-    finally:
         with _held_guard:
-            entry = _held[key]
+            entry = _held.get(key)
+        if entry is None:  # the outermost hold in this process
+            entry = [_flock(Path(root), None if waited else on_wait), 0]
+            with _held_guard:
+                _held[key] = entry
+        entry[1] += 1
+        try:
+            yield
+        finally:
             entry[1] -= 1
-            last = entry[1] == 0
-            if last:
-                del _held[key]
-        if last:
-            fcntl.flock(entry[0], fcntl.LOCK_UN)
-            os.close(entry[0])
+            if entry[1] == 0:
+                with _held_guard:
+                    del _held[key]
+                if entry[0] is not None:
+                    fcntl.flock(entry[0], fcntl.LOCK_UN)
+                    os.close(entry[0])
+    finally:
+        thread_lock.release()
+
+
+def _flock(root: Path, on_wait: Callable[[], object] | None) -> int | None:
+    """The lock file's descriptor, ``flock``-ed (waiting for another process, if need
+    be); None where there is nothing to lock."""
+    handle = _open_lock(root)
+    if handle is None:
+        return None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+    except BaseException:  # interrupted while waiting: nothing held
+        os.close(handle)
+        raise
+    return handle
 
 
 def _open_lock(root: Path) -> int | None:
     """The lock file's descriptor; None where there is nothing to lock (no ``flock``, or
-    a folder that cannot be written)."""
+    a folder that cannot be written).
+
+    A lock file this user may not write (another user made it) is opened read-only:
+    ``flock`` works on any descriptor, so the two users still take turns. One it cannot
+    even read is a :class:`DataError`, not a run without the lock.
+    """
     if fcntl is None or not root.is_dir() or not folder_writable(root):
         return None
     path = root / LOCK_NAME
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    extra = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        return os.open(path, flags, 0o644)
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | extra, 0o644)
+        except PermissionError:
+            return os.open(path, os.O_RDONLY | extra)
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise DataError(
                 f"{path} is a symlink; ursa makes its lock file itself: remove the link and "
                 f"run again"
             ) from None
-        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if error.errno == errno.EROFS:
             return None
+        if error.errno in (errno.EACCES, errno.EPERM):
+            raise DataError(
+                f"cannot open the lock file {path} ({error.strerror}), so ursa cannot keep "
+                f"another ursa from changing {root} at the same time: let this user read it "
+                f"(`chmod a+r {path}`), or, when no other ursa is using the folder, remove it "
+                f"(ursa makes it again)"
+            ) from None
         raise DataError(f"cannot open the lock file {path} ({error.strerror})") from None
