@@ -25,6 +25,7 @@ from ursa.export.web import (
     ORT_WEB_ENV,
     ORT_WEB_VERSION,
     RUNTIME_FILES,
+    SHARED_FILES,
     SITE_FILES,
     WebExportError,
     export_web,
@@ -86,6 +87,8 @@ def test_every_file_comes_from_the_bundle_ursa_or_the_local_runtime(
     opened = read_bundle(bundle)
     pages = resources.files("ursa.export").joinpath("web_site")
     expected: dict[str, bytes] = {name: pages.joinpath(name).read_bytes() for name in SITE_FILES}
+    package = resources.files("ursa")
+    expected |= {name: package.joinpath(path).read_bytes() for name, path in SHARED_FILES.items()}
     expected |= {f"runtime/{n}": (fake_runtime / n).read_bytes() for n in RUNTIME_FILES}
     expected["model/model.int8.onnx"] = opened.read("model.int8.onnx")
     config = model_config(opened, "model.int8.onnx", opened.read("model.int8.onnx"))

@@ -51,9 +51,11 @@ ORT_WEB_ENV = "URSA_ORT_WEB_DIR"
 RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 #: The pages, from ``web_site/`` beside this module.
 SITE_FILES = (
-    "index.html", "live.html", "style.css", "pages.js", "upload.js", "live.js",
-    "preprocess.js", "model.js",
+    "index.html", "live.html", "pages.js", "upload.js", "live.js", "preprocess.js", "model.js",
 )  # fmt: skip
+#: Files the site shares with ``ursa serve``'s pages (one stylesheet for both), by their
+#: path in the ``ursa`` package.
+SHARED_FILES = {"style.css": "serve/static/style.css"}
 MANIFEST_NAME = "ursa-site.json"
 MODEL_CONFIG = "model/config.json"
 PRECISIONS = ("auto", "fp32", "int8")
@@ -206,8 +208,10 @@ def model_config(bundle: Bundle, member: str, model: bytes) -> dict[str, Any]:
 
 def site_sources(runtime: Runtime, model: str) -> dict[str, str]:
     """Every file a site holds (but model/config.json and the manifest), with where it
-    comes from: ``ursa:web_site/NAME``, ``onnxruntime-web:dist/NAME`` or ``bundle:MEMBER``."""
-    sources = {name: f"ursa:web_site/{name}" for name in SITE_FILES}
+    comes from: ``ursa:PATH`` (in the package), ``onnxruntime-web:dist/NAME`` or
+    ``bundle:MEMBER``."""
+    sources = {name: f"ursa:export/web_site/{name}" for name in SITE_FILES}
+    sources |= {name: f"ursa:{path}" for name, path in SHARED_FILES.items()}
     sources |= {f"runtime/{name}": f"onnxruntime-web:dist/{name}" for name in RUNTIME_FILES}
     sources[f"model/{model}"] = f"bundle:{model}"
     return sources
@@ -296,12 +300,12 @@ def _write_site(folder: Path, bundle: Bundle, member: str, runtime: Runtime) -> 
     model = bundle.read(member)
     sources = site_sources(runtime, member)
     files: dict[str, dict[str, Any]] = {}
-    pages = resources.files("ursa.export").joinpath("web_site")
+    package = resources.files("ursa")
     for name, source in sources.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if source.startswith("ursa:"):
-            path.write_bytes(pages.joinpath(name).read_bytes())
+            path.write_bytes(package.joinpath(source.removeprefix("ursa:")).read_bytes())
         elif source.startswith("onnxruntime-web:"):
             shutil.copyfile(runtime.folder / Path(name).name, path)
         else:
