@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml package-lock.json
 	$(PY) -m pip install --quiet -e ".[train,serve,gather,dev]"
 # ONNX Runtime Web (package-lock.json) into node_modules/, for `ursa export --web` only:
 # without npm everything else still works (.ci/run installs nodejs and npm).
-	if command -v npm >/dev/null; then npm ci --no-audit --no-fund --ignore-scripts; \
+	if command -v npm >/dev/null; then npm ci --no-audit --no-fund --ignore-scripts \
+	  || echo "npm ci failed: ursa export --web and its browser tests need node_modules/"; \
 	else echo "npm not found: ursa export --web needs it (apt-get install npm; npm ci)"; fi
 	touch $(STAMP)
 

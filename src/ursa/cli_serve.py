@@ -37,6 +37,10 @@ def export(
     from ursa.export.deploy import export_for_serving
     from ursa.export.web import check_web_export, export_web
 
+    if web is None and (precision != "auto" or force):
+        from ursa.errors import ConfigError
+
+        raise ConfigError("--precision and --force are options of --web DIR: add --web DIR")
     runtime = check_web_export(web, precision=precision, force=force) if web else None  # fail fast
     if onnx or int8 or web is None:
         result = export_for_serving(

@@ -221,7 +221,7 @@ def test_the_export_is_atomic(
         real_rename(source, target)
 
     monkeypatch.setattr(web.os, "rename", failing_rename)
-    with pytest.raises(OSError, match="rename refused"):
+    with pytest.raises(WebExportError, match="rename refused"):
         export_web(bundle, site, precision="fp32", force=True)
     assert _files(site) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ort-dist", "site"]
@@ -346,3 +346,45 @@ def test_the_scripts_insert_names_as_text() -> None:
                 "eval(",
             ):
                 assert risky not in text, f"{name} uses {risky}"
+
+
+def test_web_options_without_web_are_refused(bundle: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ursa.cli import app
+
+    result = CliRunner().invoke(app, ["export", str(bundle), "--force"])
+    assert result.exit_code == 1 and "options of --web DIR" in result.output
+
+
+def test_export_into_the_current_folder(
+    bundle: Path, fake_runtime: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cd site && ursa export ../b.ursa --web .` (a gh-pages checkout): '.' has no name to
+    stage beside, so the target is made absolute first."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.chdir(site)
+    export_web(bundle, ".")
+    assert (site / "index.html").is_file() and (site / MANIFEST_NAME).is_file()
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_a_planted_manifest_cannot_make_force_delete_a_file_ursa_never_wrote(
+    bundle: Path, fake_runtime: Path, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    readme = site / "README.md"
+    readme.write_text("my notes\n")
+    digest = hashlib.sha256(readme.read_bytes()).hexdigest()
+    planted = {"format": "ursa-web-site", "files": {"README.md": {"sha256": digest}}}
+    (site / MANIFEST_NAME).write_text(json.dumps(planted))
+    with pytest.raises(WebExportError, match="not a previous ursa web export"):
+        export_web(bundle, site, force=True)
+    assert readme.read_text() == "my notes\n"
+    (site / MANIFEST_NAME).write_text(
+        json.dumps({"format": "ursa-web-site", "files": {"index.html": "x"}})
+    )
+    with pytest.raises(WebExportError, match="not a previous ursa web export"):
+        export_web(bundle, site, force=True)

@@ -345,7 +345,9 @@ class Journal:
         self.close()
 
     def close(self) -> None:
-        with self._lock.hold():
+        # The threads only: waiting for another process's folder lock to close SQLite
+        # would hang `ursa clean`'s exit behind a `verify --fix`.
+        with self._lock.thread_lock:
             self.connection.close()
 
     # -- plumbing ------------------------------------------------------------------------

@@ -235,7 +235,24 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     ok = isinstance(manifest, dict) and manifest.get("format") == "ursa-web-site"
-    return manifest if ok and isinstance(manifest.get("files"), dict) else None
+    files = manifest.get("files") if ok else None
+    if not isinstance(files, dict):
+        return None
+    for name, entry in files.items():
+        # Only names ursa writes itself: a planted manifest listing README.md with its
+        # hash must not make --force delete it.
+        if name not in _OWN_NAMES and not _OWN_MODEL.fullmatch(name):
+            return None
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            return None
+    return manifest
+
+
+#: Every name a site of ours holds (but the model, matched by ``_OWN_MODEL``).
+_OWN_NAMES = frozenset(
+    {*SITE_FILES, *SHARED_FILES, MODEL_CONFIG, *(f"runtime/{n}" for n in RUNTIME_FILES)}
+)
+_OWN_MODEL = re.compile(r"model/model(\.int8)?\.onnx")
 
 
 def _user_files(folder: Path, listed: Mapping[str, Any]) -> list[str]:
@@ -346,7 +363,7 @@ def _remove_export(folder: Path, listed: Mapping[str, Any]) -> None:
     """Delete what a previous export wrote, file by file, then its empty folders; anything
     else left there stays (the folder with it)."""
     for name in [*listed, MANIFEST_NAME]:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # the new site is in place: leftovers stay aside
             (folder / name).unlink()
     for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
         if path.is_dir() and not path.is_symlink():
@@ -389,8 +406,14 @@ def check_web_export(
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     runtime = find_runtime()
-    check_target(Path(target), force=force)
+    check_target(_absolute(target), force=force)
     return runtime
+
+
+def _absolute(target: str | Path) -> Path:
+    """``target`` made absolute without resolving links: ``.`` has no name or parent to
+    stage the new site beside."""
+    return Path(os.path.abspath(target))
 
 
 def export_web(
@@ -407,12 +430,19 @@ def export_web(
     or ``int8``. ``force`` replaces a previous export in ``target`` (see the module notes).
     """
     runtime = runtime or check_web_export(target, precision=precision, force=force)
-    target = Path(target)
+    target = _absolute(target)
     opened = read_bundle(bundle)
     member = choose_model(opened, precision)
     keep = check_target(target, force=force)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    except OSError as error:
+        raise WebExportError(
+            f"cannot write beside {target} ({error.strerror or error}): the site is written "
+            f"next to its folder and renamed into place; choose a folder whose parent you can "
+            f"write"
+        ) from None
     try:
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the site from a server
         manifest = _write_site(staging, opened, member, runtime)
@@ -422,7 +452,14 @@ def export_web(
                 f"{target} holds {', '.join(clashes)}, which the new export writes too; move "
                 f"them out of {target} first"
             )
-        _swap_in(staging, target, keep)
+        try:
+            _swap_in(staging, target, keep)
+        except OSError as error:  # e.g. a mount point, or a parent this user cannot write
+            raise WebExportError(
+                f"cannot put the site in place at {target} ({error.strerror or error}); the "
+                f"folder is as it was: export to a new folder beside it and move the files "
+                f"yourself"
+            ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # the partial site is ours alone
         raise

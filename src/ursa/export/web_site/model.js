@@ -108,7 +108,8 @@
     for (const value of logits) max = Math.max(max, value);
     const exps = Array.from(logits, (value) => Math.exp(value - max));
     const total = exps.reduce((a, b) => a + b, 0);
-    const probabilities = {};
+    // No prototype: a class named "__proto__" or "constructor" is an ordinary key.
+    const probabilities = Object.create(null);
     const scores = names.map((label, i) => ({ label, probability: exps[i] / total }));
     for (const score of scores) probabilities[score.label] = score.probability;
     const top = scores.slice().sort((a, b) => b.probability - a.probability);
