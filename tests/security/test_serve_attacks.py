@@ -10,6 +10,7 @@ the server's ``/proc/<pid>/status`` (VmRSS, and VmHWM after resetting it through
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -252,6 +253,28 @@ def test_refused_connections_are_closed_at_once_and_hold_no_descriptors(
     # The 2 held connections, and at most 2 refused ones kept a moment for a clean close.
     assert during <= 6, f"the server held {during} descriptors for 2 allowed connections"
     assert after <= 4, f"refused connections still held {after} descriptors 1.5 s later"
+
+
+def test_a_refused_client_sending_a_whole_upload_still_reads_its_503(
+    tiny_served: tuple[Path, Path],
+) -> None:
+    """A refused connection that keeps sending (a POST larger than one read) is not reset
+    under its 503: the server drops what it sends until the linger ends."""
+    with running_server(tiny_served[0], max_connections_per_client="1") as server:
+        held = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        try:
+            body = b"x" * 200_000
+            head = (
+                f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            with contextlib.suppress(OSError):  # the server may stop reading: that is fine
+                sock.sendall(head + body)
+            answer = _raw_response(sock)
+        finally:
+            sock.close()
+            held.close()
+    assert answer.lower().startswith(b"http/1.1 503"), answer[:200]
 
 
 def test_ipv6_clients_are_counted_by_their_64_network() -> None:

@@ -128,8 +128,10 @@ class ClientLimitedProtocol(H11Protocol):
             )
 
     def data_received(self, data: bytes) -> None:
-        if self.refused:  # answered already: the request is dropped, and the socket closed
-            self.transport.close()
+        if self.refused:
+            # Answered already: the request is dropped. The socket closes when its linger
+            # ends (at most REFUSED_LINGER); closing now, with the client's bytes unread,
+            # would reset it before the client read its 503.
             return
         super().data_received(data)
 
