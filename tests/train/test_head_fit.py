@@ -133,3 +133,19 @@ def test_fine_tune_refuses_bad_settings(tmp_path: Path, bad: dict[str, object]) 
     learner = Learner(data, arch=TINY_ARCH, pretrained=False, logger=SilentLogger())
     with pytest.raises(ConfigError):
         learner.fine_tune(**bad)  # type: ignore[arg-type]
+
+
+def test_automatic_epochs_stop_at_an_epoch_that_does_not_beat_the_head(tmp_path: Path) -> None:
+    """With automatic epochs, the unfrozen fit stops after an epoch that is no better than
+    the head fit (a rate of 10 wrecks the first one); explicit epochs all run, as asked."""
+    from ursa.train.learner import auto_epochs
+
+    folder = make_class_folder(tmp_path / "c", per_class=12)
+    data = ImageData.from_folder(folder, size=32, num_workers=0, seed=0)
+    assert auto_epochs(len(data.train_items), data.batch_size) >= 2
+    automatic = Learner(data, arch=TINY_ARCH, pretrained=False, logger=SilentLogger(), seed=0)
+    automatic.fine_tune(base_lr=10.0)
+    assert [r.phase for r in automatic.history] == ["head", "unfrozen"]
+    explicit = Learner(data, arch=TINY_ARCH, pretrained=False, logger=SilentLogger(), seed=0)
+    explicit.fine_tune(2, base_lr=10.0)
+    assert [r.phase for r in explicit.history] == ["head", "unfrozen", "unfrozen"]
