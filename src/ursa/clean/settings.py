@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ursa.clean.journal import FAULT_POINTS
+from ursa.hostnames import ANY_ADDRESS, LOOPBACK_NAMES, own_names
 
 
 class CleanSettings(BaseSettings):
@@ -60,19 +60,7 @@ class CleanSettings(BaseSettings):
         any name at all. An IPv6 address is compared without its brackets (the Host
         header ``[::1]:8100`` names ``::1``).
         """
-        names = {"127.0.0.1", "localhost", "::1"}
-        if self.host not in ("0.0.0.0", "::", ""):
+        names = set(LOOPBACK_NAMES)
+        if self.host not in ANY_ADDRESS:
             return sorted(names | {self.host.lower()})
-        return sorted(names | _own_names())
-
-
-def _own_names() -> set[str]:
-    """This machine's host name, full name and the addresses they resolve to."""
-    names = {socket.gethostname(), socket.getfqdn()}
-    for name in list(names):
-        try:
-            _, aliases, addresses = socket.gethostbyname_ex(name)
-        except OSError:  # a name the resolver does not know
-            continue
-        names.update(aliases, addresses)
-    return {name for name in names if name}
+        return sorted(names | own_names())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,13 +9,9 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ursa.errors import ConfigError
+from ursa.hostnames import ANY_ADDRESS, LOOPBACK_NAMES, own_names
 
 MIB = 1024 * 1024
-
-#: Host names every server answers to: this machine, by the names a browser uses for it.
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
-#: Listening addresses that mean "every interface".
-ANY_ADDRESS = ("0.0.0.0", "::", "")
 
 
 class ServeSettings(BaseSettings):
@@ -104,20 +99,8 @@ class ServeSettings(BaseSettings):
         and addresses) and ``allowed_hosts``."""
         names = set(LOOPBACK_NAMES)
         if self.host in ANY_ADDRESS:
-            names |= _own_names()
+            names |= own_names()
         else:
             names.add(self.host)
         names |= set(self.allowed_hosts)
         return sorted({name.strip().strip("[]").lower() for name in names if name.strip()})
-
-
-def _own_names() -> set[str]:
-    """This machine's host name, full name and the addresses they resolve to."""
-    names = {socket.gethostname(), socket.getfqdn()}
-    for name in list(names):
-        try:
-            _, aliases, addresses = socket.gethostbyname_ex(name)
-        except OSError:  # a name the resolver does not know
-            continue
-        names.update(aliases, addresses)
-    return {name for name in names if name}
