@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ursa.core.preprocess import PreprocessConfig
 from ursa.data.batch_augment import AugmentSettings, BatchAugment
-from ursa.data.preprocess import PreprocessConfig
 from ursa.data.transforms import train_transform
 
 

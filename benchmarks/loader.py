@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
+from ursa.core.preprocess import PreprocessConfig
 from ursa.data.cache import clear_cache
 from ursa.data.core import ImageData
 from ursa.data.loaders import default_num_workers
-from ursa.data.preprocess import PreprocessConfig
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = (

@@ -169,7 +169,7 @@ def run_probe(data: Path, size: int, seed: int) -> dict[str, float]:
     from sklearn.linear_model import LogisticRegression
 
     import ursa
-    from ursa.data.items import Item
+    from ursa.core.items import Item
     from ursa.train.head_fit import pooled_features
 
     started = time.perf_counter()

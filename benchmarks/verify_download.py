@@ -6,7 +6,7 @@ Verification: IMAGES generated JPEGs (320×240, five classes) in a temporary
 folder, verified with the default settings (full decode, sha256, perceptual
 hash, duplicate search). Download: DOWNLOADS generated JPEGs served by
 Python's own `http.server` in a separate process on 127.0.0.1, fetched with
-`ursa.data.download.gather` (every check on, fsync of every file, manifest
+`ursa.gather.download.gather` (every check on, fsync of every file, manifest
 rows), at two concurrency settings. Nothing touches the internet.
 """
 
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ursa.data.download import DownloadConfig, GatherConfig, gather
-from ursa.data.search import OpenverseProvider
-from ursa.data.verify import VerifyConfig, verify_folder
+from ursa.gather.download import DownloadConfig, GatherConfig, gather
+from ursa.gather.search import OpenverseProvider
+from ursa.verify.checks import VerifyConfig, verify_folder
 
 
 def picture(rng: np.random.Generator, width: int = 320, height: int = 240) -> bytes:

@@ -87,7 +87,7 @@ def percentile(values: list[float], q: float) -> float:
 def browser_rows(bundle: Path, workdir: Path, runs: int, jpeg: bytes) -> list[dict[str, Any]]:
     from playwright.sync_api import sync_playwright
 
-    from ursa.export.bundle import read_bundle
+    from ursa.core.bundle import read_bundle
     from ursa.export.web import export_web, serve_site
 
     precisions = ["fp32"] + (["int8"] if "model.int8.onnx" in read_bundle(bundle).members else [])

@@ -14,7 +14,8 @@ def test_import_ursa_is_light() -> None:
 
 def test_bundle_reading_needs_no_torch() -> None:
     code = (
-        "import sys, ursa.export.bundle, ursa.data.imageio, ursa.data.preprocess, ursa.prediction;"
+        "import sys, ursa.core.bundle, ursa.core.imageio, ursa.core.preprocess;"
+        "import ursa.core.prediction;"
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -25,7 +26,7 @@ def test_the_cli_glue_needs_no_torch() -> None:
     """`ursa serve`, `ursa predict` and every error message go through these where only
     ursa[serve] is installed (an import of ursa.train there is a ModuleNotFoundError)."""
     code = (
-        "import sys, ursa.cli, ursa.cli_support, ursa.cli_serve, ursa.serve.app;"
+        "import sys, ursa.cli, ursa.cli.support, ursa.cli.serve, ursa.serve.app;"
         "print('torch' in sys.modules, 'ursa.train' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

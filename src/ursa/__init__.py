@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ursa.errors import BundleError, ConfigError, DataError, ImageError, UrsaError, WeightsError
-from ursa.prediction import Prediction
-from ursa.version import __version__
+from ursa.core.errors import (
+    BundleError,
+    ConfigError,
+    DataError,
+    ImageError,
+    UrsaError,
+    WeightsError,
+)
+from ursa.core.prediction import Prediction
+from ursa.core.version import __version__
 
 if TYPE_CHECKING:
     from ursa.data.core import ImageData

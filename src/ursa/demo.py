@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ursa.prediction import Prediction
+from ursa.core.prediction import Prediction
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import pytest
 
 from tests.export.bundles import shared_tiny_bundle
 from ursa.clean.thumbnails import CACHE_DIR
-from ursa.data.manifest import LOCK_NAME, MANIFEST_NAME, QUARANTINE_DIR
+from ursa.core.manifest import LOCK_NAME, MANIFEST_NAME, QUARANTINE_DIR
 from ursa.serve.bench import free_port, stop_process
 
 #: Files the cleaner may change without changing the dataset: its database and caches.

@@ -17,7 +17,7 @@ from tests.clean.conftest import assert_journal_matches_disk, snapshot
 from ursa.clean.app import create_app
 from ursa.clean.settings import CleanSettings
 from ursa.clean.thumbnails import CACHE_DIR
-from ursa.data.manifest import MANIFEST_NAME
+from ursa.core.manifest import MANIFEST_NAME
 
 
 class Page:
@@ -176,7 +176,7 @@ def test_a_class_the_model_does_not_know_is_refused_at_start(
     tiny_bundle: tuple[Path, Path], dataset: Path
 ) -> None:
     from ursa.clean.session import CleanSession
-    from ursa.errors import DataError
+    from ursa.core.errors import DataError
 
     shutil.copytree(dataset / "red", dataset / "purple")
     with pytest.raises(DataError, match="classes the model does not know: purple"):

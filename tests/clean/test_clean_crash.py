@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.clean.conftest import CleanServer, assert_journal_matches_disk, clean_server, snapshot
-from ursa.data.manifest import MANIFEST_NAME
+from ursa.core.manifest import MANIFEST_NAME
 
 
 def journal_states(folder: Path) -> list[str]:

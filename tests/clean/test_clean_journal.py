@@ -12,9 +12,9 @@ import pytest
 from tests.clean.conftest import assert_journal_matches_disk, class_files, snapshot
 from tests.conftest import make_class_folder
 from ursa.clean.journal import ConflictError, Journal, UnknownImageError
+from ursa.core.errors import DataError
+from ursa.core.manifest import MANIFEST_NAME, QUARANTINE_DIR, Manifest
 from ursa.data.core import ImageData
-from ursa.data.manifest import MANIFEST_NAME, QUARANTINE_DIR, Manifest
-from ursa.errors import DataError
 
 
 @pytest.fixture

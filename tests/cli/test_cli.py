@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import TINY_ARCH
 from ursa.cli import app
-from ursa.version import __version__
+from ursa.core.version import __version__
 
 runner = CliRunner()
 

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from tests.conftest import TINY_ARCH
 from tests.data.test_labels import PETS, pets_rows, write_images, write_table
 from ursa.cli import app
-from ursa.cli_data_options import DataOptions
+from ursa.cli.options import DataOptions
+from ursa.core.errors import ConfigError
 from ursa.data.labels import DataSpec
-from ursa.errors import ConfigError
 
 runner = CliRunner()
 FLAGS = {

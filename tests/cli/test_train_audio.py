@@ -7,9 +7,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from tests.conftest import TINY_ARCH
-from tests.data.test_audio import make_tone_folder
+from tests.core.test_audio import make_tone_folder
 from ursa.cli import app
-from ursa.export.bundle import read_bundle
+from ursa.core.bundle import read_bundle
 
 runner = CliRunner()
 

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from tests.conftest import TINY_ARCH
+from ursa.core.errors import ConfigError
+from ursa.core.preprocess import prepare_input
 from ursa.data.batch_augment import (
     AUGMENT_PRESETS,
     IDENTITY,
@@ -16,8 +18,6 @@ from ursa.data.batch_augment import (
     perspective,
 )
 from ursa.data.core import ImageData
-from ursa.data.preprocess import prepare_input
-from ursa.errors import ConfigError
 from ursa.train import Learner, SilentLogger
 
 HALF = (0.5, 0.5, 0.5)

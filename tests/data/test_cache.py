@@ -15,6 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
+from ursa.core.errors import ConfigError, DataError, ImageError
+from ursa.core.imageio import MAX_PIXELS, ImageSource
+from ursa.core.preprocess import PreprocessConfig, prepare_input, resize_for_model
+from ursa.core.sources import ImageInput
 from ursa.data.cache import (
     CACHE_FORMAT,
     DecodeCache,
@@ -24,10 +28,6 @@ from ursa.data.cache import (
     stored_form,
 )
 from ursa.data.core import ImageData
-from ursa.data.imageio import MAX_PIXELS, ImageSource
-from ursa.data.preprocess import PreprocessConfig, prepare_input, resize_for_model
-from ursa.data.sources import ImageInput
-from ursa.errors import ConfigError, DataError, ImageError
 
 SIZE = 32
 #: Widths × heights on both sides of SIZE, portrait and landscape.

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import CLASS_COLOURS, colour_image, make_class_folder
+from ursa.core.errors import ConfigError, DataError
+from ursa.core.items import Item
 from ursa.data.core import ImageData
-from ursa.data.items import Item
 from ursa.data.labels import DataSpec, compile_label_pattern, items_from_table, label_from_name
-from ursa.errors import ConfigError, DataError
 
 PETS = [f"{breed}_{i}.jpg" for breed in ("beagle", "pug") for i in range(1, 11)]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ursa.data.preprocess import PAD_MODES, RESIZE_METHODS, PreprocessConfig, resize_image
+from ursa.core.preprocess import PAD_MODES, RESIZE_METHODS, PreprocessConfig, resize_image
 from ursa.data.transforms import train_transform
 
 #: Odd shapes (width, height): one-pixel-thin lines, huge aspect ratios, primes, a single pixel.

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from tests.conftest import CLASS_COLOURS
+from ursa.core.errors import ConfigError
 from ursa.data.core import ImageData
-from ursa.errors import ConfigError
 
 
 def png_pixels(path: Path) -> np.ndarray:

@@ -9,11 +9,11 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from tests.conftest import TINY_ARCH
+from ursa.core.bundle import read_bundle
+from ursa.core.errors import ConfigError, DataError
+from ursa.core.preprocess import PreprocessConfig, prepare_input
 from ursa.data.core import ImageData
-from ursa.data.preprocess import PreprocessConfig, prepare_input
 from ursa.data.transforms import ValidationTransform, train_transform, validation_tensor
-from ursa.errors import ConfigError, DataError
-from ursa.export.bundle import read_bundle
 from ursa.train import Learner, SilentLogger
 
 

@@ -9,13 +9,13 @@ from typer.testing import CliRunner
 
 from tests.export.bundles import copy_bundle
 from ursa.cli import app
-from ursa.errors import ConfigError
-from ursa.export.bundle import read_bundle
+from ursa.core.bundle import read_bundle
+from ursa.core.errors import ConfigError
+from ursa.core.runtime import Predictor
 from ursa.export.deploy import export_for_serving
 from ursa.export.model import Model
 from ursa.export.onnx import ExportError, check_parity
 from ursa.export.quantize import check_drop
-from ursa.serve.predictor import Predictor
 
 
 def _images(folder: Path) -> list[Path]:

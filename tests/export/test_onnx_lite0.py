@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ursa.data.preprocess import PreprocessConfig
-from ursa.export.bundle import BundleConfig, read_bundle, write_bundle
+from ursa.core.bundle import BundleConfig, read_bundle, write_bundle
+from ursa.core.preprocess import PreprocessConfig
 from ursa.export.deploy import export_for_serving
 from ursa.serve import Predictor
 

@@ -17,12 +17,12 @@ from PIL import Image
 
 import ursa
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, CLASS_COLOURS
-from ursa.data.preprocess import PreprocessConfig, prepare_input
-from ursa.errors import UrsaError
-from ursa.export.bundle import read_bundle, write_bundle
+from ursa.core.bundle import read_bundle, write_bundle
+from ursa.core.errors import UrsaError
+from ursa.core.preprocess import PreprocessConfig, prepare_input
+from ursa.core.runtime import Predictor
 from ursa.export.web import export_web, find_runtime, serve_site
 from ursa.serve.bench import synthetic_jpeg
-from ursa.serve.predictor import Predictor
 
 pytestmark = pytest.mark.browser
 

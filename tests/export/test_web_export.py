@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ursa.cli import app
-from ursa.errors import BundleError, ConfigError
+from ursa.core.bundle import read_bundle, write_bundle
+from ursa.core.errors import BundleError, ConfigError
 from ursa.export import web
-from ursa.export.bundle import read_bundle, write_bundle
 from ursa.export.web import (
     MANIFEST_NAME,
     ORT_WEB_ENV,

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import CLASS_COLOURS, TINY_ARCH, colour_image, make_class_folder
+from ursa.core.manifest import ImageRecord, Manifest
 from ursa.data.core import ImageData
-from ursa.data.manifest import ImageRecord, Manifest
 from ursa.train import Learner, SilentLogger
 
 PLANTED = ("train/blue/planted-red.png", "train/red/planted-green.png")

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from tests.interpret.conftest import Trained
 from ursa.cli import app
-from ursa.export.bundle import read_bundle
+from ursa.core.bundle import read_bundle
 
 runner = CliRunner()
 

@@ -9,9 +9,9 @@ from PIL import Image
 from torch import nn
 
 from tests.conftest import TINY_ARCH
+from ursa.core.errors import ConfigError
+from ursa.core.preprocess import preprocess
 from ursa.data.core import ImageData
-from ursa.data.preprocess import preprocess
-from ursa.errors import ConfigError
 from ursa.interpret.gradcam import GradCAM, last_conv_stage
 from ursa.models.backbones import create_model
 from ursa.train import Learner, SilentLogger

@@ -10,8 +10,8 @@ from PIL import Image
 import ursa
 from tests.conftest import make_class_folder
 from tests.interpret.conftest import LEAK, PLANTED, Trained
+from ursa.core.errors import BundleError, ConfigError, DataError
 from ursa.data.core import ImageData
-from ursa.errors import BundleError, ConfigError, DataError
 from ursa.interpret import Interpretation
 
 

@@ -9,8 +9,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from tests.conftest import TINY_ARCH
-from ursa.data.preprocess import PreprocessConfig, preprocess
-from ursa.errors import WeightsError
+from ursa.core.errors import WeightsError
+from ursa.core.preprocess import PreprocessConfig, preprocess
 from ursa.models.backbones import backbone_info, create_model, layer_groups, map_ordered_keys
 
 # ImageNet-1k indices: 281-285 are the domestic cats; 967 espresso, 968 cup, 504 coffee mug.

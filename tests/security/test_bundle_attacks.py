@@ -13,9 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ursa.data.preprocess import PreprocessConfig
-from ursa.errors import BundleError, DataError
-from ursa.export.bundle import (
+from ursa.core.bundle import (
     CONFIG_NAME,
     METRICS_NAME,
     WEIGHTS_NAME,
@@ -23,6 +21,8 @@ from ursa.export.bundle import (
     read_bundle,
     write_bundle,
 )
+from ursa.core.errors import BundleError, DataError
+from ursa.core.preprocess import PreprocessConfig
 
 
 def good_config() -> dict[str, Any]:
@@ -214,7 +214,7 @@ def test_any_config_loads_or_is_a_bundle_error(tmp_path: Path, config: dict[str,
         return
     # What loads is usable: its class names are safe folder names, its preprocessing sane,
     # and asking it for the data settings is a value or a BundleError.
-    from ursa.safepaths import class_name_problem
+    from ursa.core.safepaths import class_name_problem
 
     assert all(class_name_problem(name) is None for name in loaded.class_names)
     assert 8 <= loaded.preprocess.size <= 2048

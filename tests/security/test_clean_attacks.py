@@ -33,8 +33,8 @@ from ursa.clean.session import CleanSession
 from ursa.clean.settings import CleanSettings
 from ursa.clean.thumbnails import CACHE_DIR, Thumbnails
 from ursa.cli import app
-from ursa.data.manifest import LOCK_NAME, MANIFEST_NAME, QUARANTINE_DIR, Manifest
-from ursa.errors import DataError
+from ursa.core.errors import DataError
+from ursa.core.manifest import LOCK_NAME, MANIFEST_NAME, QUARANTINE_DIR, Manifest
 
 CLASSES = ["blue", "green", "red"]
 runner = CliRunner()
@@ -433,7 +433,7 @@ def test_a_thread_holding_the_folder_lock_and_a_journal_in_another_do_not_deadlo
 ) -> None:
     # A verify --fix style holder takes the folder lock first, then uses the journal, while
     # a page thread is already deciding: both must finish (one lock order for everyone).
-    from ursa.data.manifest import folder_lock
+    from ursa.core.manifest import folder_lock
 
     journal = Journal(folder)
     journal.sync()

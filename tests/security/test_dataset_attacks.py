@@ -31,12 +31,12 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-from tests.data.fakeweb import encode, structured_image
+from tests.gather.fakeweb import encode, structured_image
 from ursa.cli import app
-from ursa.cli_support import plain, print_rows, shown, tsv_field
-from ursa.data.cache import build_cache, cache_dir
-from ursa.data.items import items_from_class_folders
-from ursa.data.manifest import (
+from ursa.cli.support import plain, print_rows, shown, tsv_field
+from ursa.core.errors import DataError
+from ursa.core.items import items_from_class_folders
+from ursa.core.manifest import (
     LOCK_NAME,
     MANIFEST_NAME,
     PART_PREFIX,
@@ -45,8 +45,8 @@ from ursa.data.manifest import (
     Manifest,
     iter_image_paths,
 )
-from ursa.data.verify import verify_folder
-from ursa.errors import DataError
+from ursa.data.cache import build_cache, cache_dir
+from ursa.verify.checks import verify_folder
 
 runner = CliRunner()
 
@@ -411,7 +411,7 @@ def test_shown_names_are_inert_in_any_rich_output() -> None:
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from ursa.data.manifest import folder_lock
+from ursa.core.manifest import folder_lock
 with folder_lock(Path(sys.argv[1])):
     print("held", flush=True)
     sys.stdin.readline()

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.data.fakeweb import FakeClock, FakeWeb, Resource, encode, structured_image
+from tests.gather.fakeweb import FakeClock, FakeWeb, Resource, encode, structured_image
 from ursa.cli import app
-from ursa.data.download import DownloadConfig, GatherConfig, Refused, Target, UrlGuard, gather
-from ursa.data.manifest import Manifest
-from ursa.data.search import OpenverseProvider, SearchError
-from ursa.errors import ConfigError
+from ursa.core.errors import ConfigError
+from ursa.core.manifest import Manifest
+from ursa.gather.download import DownloadConfig, GatherConfig, Refused, Target, UrlGuard, gather
+from ursa.gather.search import OpenverseProvider, SearchError
 
 runner = CliRunner()
 

@@ -1,5 +1,5 @@
 """Property tests over the path rules every manifest row and class name goes through
-(ursa.safepaths, issue 14): no value read from a file leads outside the dataset root."""
+(ursa.core.safepaths, issue 14): no value read from a file leads outside the dataset root."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ursa.errors import DataError
-from ursa.safepaths import class_name_problem, inside_root, is_within
+from ursa.core.errors import DataError
+from ursa.core.safepaths import class_name_problem, inside_root, is_within
 
 # Path-ish text: the pieces attacks are made of, and some ordinary letters.
 pieces = st.sampled_from(

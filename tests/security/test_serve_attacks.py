@@ -28,8 +28,8 @@ from PIL import Image
 
 from tests.export.bundles import shared_tiny_bundle
 from tests.serve.client import multipart, running_server
-from ursa.data.imageio import open_image
-from ursa.errors import ImageError
+from ursa.core.errors import ImageError
+from ursa.core.imageio import open_image
 from ursa.serve.bench import ServerProcess
 
 MIB = 1024 * 1024

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from tests.export.bundles import copy_bundle
 from ursa.cli import app
-from ursa.export.bundle import read_bundle, write_bundle
+from ursa.core.bundle import read_bundle, write_bundle
 
 runner = CliRunner()
 

@@ -9,9 +9,9 @@ import pytest
 
 import ursa
 from tests.export.bundles import SIZE
+from ursa.core.errors import BundleError, ConfigError, ImageError
+from ursa.core.preprocess import PreprocessConfig
 from ursa.data.core import ImageData
-from ursa.data.preprocess import PreprocessConfig
-from ursa.errors import BundleError, ConfigError, ImageError
 from ursa.export.model import Model
 from ursa.serve import Predictor, available_providers
 
@@ -32,7 +32,7 @@ def test_load_uses_onnx_runtime_when_torch_is_absent(
 ) -> None:
     """With torch unimportable, ursa.load serves a bundle with model.onnx and names the fix
     for one without."""
-    from ursa.export.bundle import read_bundle, write_bundle
+    from ursa.core.bundle import read_bundle, write_bundle
 
     plain = read_bundle(tiny_served[0])
     weights_only = write_bundle(
@@ -103,7 +103,7 @@ def test_bad_input_and_settings_are_user_errors(tiny_served: tuple[Path, Path]) 
 def test_bundle_without_onnx_names_the_command(
     tmp_path: Path, tiny_served: tuple[Path, Path]
 ) -> None:
-    from ursa.export.bundle import read_bundle, write_bundle
+    from ursa.core.bundle import read_bundle, write_bundle
 
     plain = read_bundle(tiny_served[0])
     path = write_bundle(tmp_path / "p.ursa", plain.config, b"w", plain.metrics)

@@ -126,7 +126,7 @@ def test_fastai_frozen_epochs_stay_available(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", [{"head": "probe"}, {"epochs": 0}])
 def test_fine_tune_refuses_bad_settings(tmp_path: Path, bad: dict[str, object]) -> None:
-    from ursa.errors import ConfigError
+    from ursa.core.errors import ConfigError
 
     folder = make_class_folder(tmp_path / "c", per_class=4)
     data = ImageData.from_folder(folder, size=32, num_workers=0, seed=0)

@@ -10,8 +10,8 @@ import torch
 
 import ursa
 from tests.conftest import TINY_ARCH, make_class_folder
+from ursa.core.errors import ConfigError
 from ursa.data.core import ImageData
-from ursa.errors import ConfigError
 from ursa.train import Learner, SilentLogger
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests.conftest import TINY_ARCH, make_class_folder
+from ursa.core.errors import ConfigError
 from ursa.data.core import ImageData
-from ursa.errors import ConfigError
 from ursa.train import FitOptions, Learner, SilentLogger
 from ursa.train.loop import _autocast_dtype, cpu_has_bf16
 

@@ -27,8 +27,8 @@ from ursa.clean.journal import ConflictError, UnknownImageError
 from ursa.clean.routes import router
 from ursa.clean.session import CleanSession
 from ursa.clean.settings import CleanSettings
-from ursa.errors import ImageError, UrsaError
-from ursa.version import __version__
+from ursa.core.errors import ImageError, UrsaError
+from ursa.core.version import __version__
 
 
 def create_app(

@@ -22,7 +22,7 @@ decision of its own that moves the file back.
 
 Nothing read from ``ursa.sqlite`` is trusted (a dataset can come with its manifest
 from someone else): every path a row names is checked as the manifest's are
-(:func:`ursa.data.manifest.row_path`) before a file moves: relative, no ``..``, no
+(:func:`ursa.core.manifest.row_path`) before a file moves: relative, no ``..``, no
 symlink on the way that leads out of the dataset folder, an image's path a file in a
 class folder with no hidden part and a deleted image's inside the quarantine, so a
 row cannot move a file to ``.git/hooks`` or over ``ursa.sqlite``. The cleaner's
@@ -31,7 +31,7 @@ should. A class name must be one a folder can have, and the walk
 that lists images skips links that lead outside. A row that fails is refused with
 a message naming it; nothing outside the dataset folder is ever moved or created.
 
-Whoever changes the folder holds its lock (:func:`ursa.data.manifest.folder_lock`:
+Whoever changes the folder holds its lock (:func:`ursa.core.manifest.folder_lock`:
 an exclusive ``flock`` on ``.ursa-clean.lock``, and a thread lock among one process's
 threads) for the whole three steps, so a second server, a second journal or an
 ``ursa clean --undo`` on the same folder waits its turn, and a ``pending`` row seen
@@ -54,8 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from ursa.data.items import VALID_DIR_NAMES, find_split_folders
-from ursa.data.manifest import (
+from ursa.core.errors import DataError, UrsaError
+from ursa.core.items import VALID_DIR_NAMES, find_split_folders
+from ursa.core.manifest import (
     MANIFEST_NAME,
     QUARANTINE_DIR,
     Manifest,
@@ -65,8 +66,7 @@ from ursa.data.manifest import (
     now,
     row_path,
 )
-from ursa.errors import DataError, UrsaError
-from ursa.safepaths import class_name_problem, is_within, outside_link, relative_problem
+from ursa.core.safepaths import class_name_problem, is_within, outside_link, relative_problem
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def file_sha256(path: Path) -> str:
 
 class _FolderLock:
     """Exclusive access to the dataset folder: the dataset's folder lock
-    (:func:`ursa.data.manifest.folder_lock`, the one ``ursa verify --fix`` and ``ursa
+    (:func:`ursa.core.manifest.folder_lock`, the one ``ursa verify --fix`` and ``ursa
     forget`` take too; exclusive across processes and threads), then this journal's
     thread lock, which guards its SQLite connection (``_query`` takes it alone).
 
@@ -414,7 +414,7 @@ class Journal:
     def file(self, image: CleanImage) -> Path:
         """Where ``image``'s file is, checked to be inside the dataset folder.
 
-        Raises :class:`~ursa.errors.DataError` naming the row when its path is absolute,
+        Raises :class:`~ursa.core.errors.DataError` naming the row when its path is absolute,
         climbs out with ``..``, leads out through a symlink, or is not where an image in
         its state lies (a class folder, or the quarantine for a deleted one).
         """
@@ -875,7 +875,7 @@ class Journal:
         :class:`DataError` saying ``what`` it was and why not.
 
         Every path the cleaner touches goes through here, checked as the manifest's are
-        (:func:`ursa.data.manifest.row_path`): relative, no ``..``, no symlink on the way
+        (:func:`ursa.core.manifest.row_path`): relative, no ``..``, no symlink on the way
         out of the folder; an active image's path a file in a class folder with no hidden
         part (not ``.git/hooks/…``, ``ursa.sqlite`` or a top-level file), a deleted one's
         inside the quarantine.

@@ -23,11 +23,11 @@ import numpy as np
 
 from ursa.clean.journal import CleanImage, ImageState, Journal
 from ursa.clean.thumbnails import CACHE_DIR, Thumbnails
-from ursa.errors import DataError, ImageError
-from ursa.safepaths import is_within
+from ursa.core.errors import DataError, ImageError
+from ursa.core.safepaths import is_within
 
 if TYPE_CHECKING:
-    from ursa.export.model import BundleModel
+    from ursa.core.runtime import BundleModel
 
 log = logging.getLogger(__name__)
 

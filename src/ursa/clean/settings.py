@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ursa.clean.journal import FAULT_POINTS
-from ursa.hostnames import ANY_ADDRESS, LOOPBACK_NAMES, own_names
+from ursa.core.hostnames import ANY_ADDRESS, LOOPBACK_NAMES, own_names
 
 
 class CleanSettings(BaseSettings):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ursa.atomic import atomic_write_bytes
-from ursa.data.imageio import open_image
+from ursa.core.atomic import atomic_write_bytes
+from ursa.core.imageio import open_image
 
 CACHE_DIR = ".ursa-cache"
 """Hidden folder (inside the dataset folder, so training skips it) for the cleaner's caches."""
@@ -32,7 +32,7 @@ class Thumbnails:
         """The thumbnail of ``source`` (whose content hash is ``sha256``); made if missing.
 
         With ``cache=False`` the cache folder is neither read nor written (the caller found
-        that it leads somewhere it must not). Raises :class:`~ursa.errors.ImageError` when
+        that it leads somewhere it must not). Raises :class:`~ursa.core.errors.ImageError` when
         ``source`` is not a readable image.
         """
         cached = self.path_for(sha256)

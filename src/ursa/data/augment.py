@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ursa.errors import ConfigError
+from ursa.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ decoded once, before the first epoch, into what the loader needs (the
 :class:`StoredForm`), and every later epoch reads those pixels back:
 
 * **validation** items are stored at their exact deterministic resize
-  (:func:`~ursa.data.preprocess.resize_for_model`, size × size), so a tensor
-  read from the cache equals :func:`~ursa.data.preprocess.prepare_input` of the
+  (:func:`~ursa.core.preprocess.resize_for_model`, size × size), so a tensor
+  read from the cache equals :func:`~ursa.core.preprocess.prepare_input` of the
   file (resizing an image to its own size is a copy);
 * **training** items are stored a little larger, aspect kept (short side
   ``size / sqrt(min_scale)``, at most ``2 × size``, never enlarged): a random
@@ -56,9 +56,9 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from ursa.data.items import Item
-from ursa.data.preprocess import PreprocessConfig, resize_for_model
-from ursa.errors import DataError, ImageError
+from ursa.core.errors import DataError, ImageError
+from ursa.core.items import Item
+from ursa.core.preprocess import PreprocessConfig, resize_for_model
 
 try:  # POSIX; elsewhere builders rely on write-then-rename alone.
     import fcntl
@@ -71,11 +71,11 @@ CACHE_FORMAT = 1
 """Version of the on-disk layout; part of every key, so a new layout never reads an old one."""
 
 _PIXEL_CODE = (
-    "ursa.data.imageio",
-    "ursa.data.preprocess",
-    "ursa.data.sources",
-    "ursa.data.audio",
-    "ursa.data.bytesimage",
+    "ursa.core.imageio",
+    "ursa.core.preprocess",
+    "ursa.core.sources",
+    "ursa.core.audio",
+    "ursa.core.bytesimage",
     "ursa.data.cache",
 )
 """ursa's modules that decide what a stored pixel is (opening, resizing, drawing), by

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-from ursa.data.augment import AUGMENT_PRESETS
-from ursa.data.imageio import MAX_PIXELS
-from ursa.data.items import (
+from ursa.core.errors import ConfigError, DataError, ImageError
+from ursa.core.imageio import MAX_PIXELS
+from ursa.core.items import (
     Item,
     class_counts,
     existing_folder,
@@ -21,6 +21,17 @@ from ursa.data.items import (
     scan_images,
     split_by_folder,
 )
+from ursa.core.preprocess import (
+    PAD_MODES,
+    RESIZE_METHODS,
+    PadMode,
+    PreprocessConfig,
+    ResizeMethod,
+    decode_size,
+)
+from ursa.core.safepaths import class_name_problem
+from ursa.core.sources import IMAGE_INPUT, InputSource
+from ursa.data.augment import AUGMENT_PRESETS
 from ursa.data.labels import (
     DataSpec,
     items_from_name_regex,
@@ -30,17 +41,6 @@ from ursa.data.labels import (
     resolve_recorded,
     split_by_paths,
 )
-from ursa.data.preprocess import (
-    PAD_MODES,
-    RESIZE_METHODS,
-    PadMode,
-    PreprocessConfig,
-    ResizeMethod,
-    decode_size,
-)
-from ursa.data.sources import IMAGE_INPUT, InputSource
-from ursa.errors import ConfigError, DataError, ImageError
-from ursa.safepaths import class_name_problem
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +65,7 @@ class DataConfig:
     size: int = 224
     """Side of the square model input, in pixels."""
     resize: ResizeMethod = "crop"
-    """crop, pad or squish (see :class:`~ursa.data.preprocess.PreprocessConfig`)."""
+    """crop, pad or squish (see :class:`~ursa.core.preprocess.PreprocessConfig`)."""
     pad_mode: PadMode = "zeros"
     """How resize="pad" fills the margin: zeros, border or reflection."""
     valid_pct: float = 0.2
@@ -154,7 +154,7 @@ def with_source(
     source: InputSource, settings: DataSettings, method: str | None = None
 ) -> DataSettings:
     """``settings`` reading files through ``source``, with the source's
-    :attr:`~ursa.data.sources.InputSource.data_defaults` where ``settings`` are silent.
+    :attr:`~ursa.core.sources.InputSource.data_defaults` where ``settings`` are silent.
     ``method``: the constructor that makes ``source`` itself, so ``input`` may not be given."""
     if method is not None and "input" in settings:
         raise ConfigError(f"{method} makes the input from its own settings: drop input")
@@ -270,14 +270,14 @@ class ImageData:
     ) -> ImageData:
         """Sound clips as pictures: ``path/<class>/*.wav`` (FLAC, OGG, AIFF too), or
         ``train/`` and ``valid/`` folders, each clip drawn as a log-mel spectrogram
-        (:class:`~ursa.data.audio.AudioInput` documents the audio settings).
+        (:class:`~ursa.core.audio.AudioInput` documents the audio settings).
 
         Two defaults differ from :meth:`from_folder`: ``resize="squish"`` (rows are
         frequencies and columns time: a crop would drop some of both) and
         ``augment="none"`` (a flip plays the clip backwards, a rotation mixes time with
         frequency). Needs ``soundfile`` (``pip install "ursa[audio]"``).
         """
-        from ursa.data.audio import AudioInput
+        from ursa.core.audio import AudioInput
 
         source = AudioInput(
             sample_rate=sample_rate, duration=duration, n_mels=n_mels, n_fft=n_fft,
@@ -297,7 +297,7 @@ class ImageData:
     ) -> ImageData:
         """Any files as pictures: each file under ``path/<class>/`` (or ``train/`` and
         ``valid/`` folders) drawn byte by byte, ``width`` bytes a row
-        (:class:`~ursa.data.bytesimage.BytesInput`). ``suffixes`` (``[".exe"]``) limits
+        (:class:`~ursa.core.bytesimage.BytesInput`). ``suffixes`` (``[".exe"]``) limits
         the files taken; None takes every file that is not hidden.
 
         Defaults differ from :meth:`from_folder`: ``resize="squish"`` (the picture's
@@ -305,7 +305,7 @@ class ImageData:
         input) and ``augment="none"`` (flips and rotations move bytes to meaningless
         places).
         """
-        from ursa.data.bytesimage import BytesInput
+        from ursa.core.bytesimage import BytesInput
 
         source = BytesInput(
             width=width,

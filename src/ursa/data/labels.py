@@ -1,6 +1,6 @@
 """Labels from file names and tables, splits by column and by list, and the record of both.
 
-A labeller turns a folder (or a CSV and a folder) into :class:`~ursa.data.items.Item`
+A labeller turns a folder (or a CSV and a folder) into :class:`~ursa.core.items.Item`
 objects; a splitter divides items into (train, valid). :class:`DataSpec` records
 which of each was used, so a bundle can rebuild the same labels and split later
 (``ImageData.from_spec``). Torch-free.
@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from ursa.data.items import Item, files_in
-from ursa.data.sources import IMAGE_INPUT, InputSource
-from ursa.errors import ConfigError, DataError
-from ursa.safepaths import relative_problem
+from ursa.core.errors import ConfigError, DataError
+from ursa.core.items import Item, files_in
+from ursa.core.safepaths import relative_problem
+from ursa.core.sources import IMAGE_INPUT, InputSource
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ursa.core.imageio import MAX_PIXELS
+from ursa.core.items import Item
+from ursa.core.sources import IMAGE_INPUT, InputSource
 from ursa.data.cache import DecodeCache
-from ursa.data.imageio import MAX_PIXELS
-from ursa.data.items import Item
-from ursa.data.sources import IMAGE_INPUT, InputSource
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):

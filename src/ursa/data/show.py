@@ -22,10 +22,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ursa.atomic import atomic_file
-from ursa.data.items import Item
-from ursa.data.preprocess import PreprocessConfig
-from ursa.errors import ConfigError, DataError
+from ursa.core.atomic import atomic_file
+from ursa.core.errors import ConfigError, DataError
+from ursa.core.items import Item
+from ursa.core.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:
     from ursa.data.core import ImageData

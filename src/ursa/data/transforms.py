@@ -1,6 +1,6 @@
 """Training-time augmentation (torchvision.transforms.v2) and the tensors it yields.
 
-Validation never augments: it uses :func:`ursa.data.preprocess.preprocess`, the
+Validation never augments: it uses :func:`ursa.core.preprocess.preprocess`, the
 same numpy code the server runs, so there is one definition of "the input".
 """
 
@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
+from ursa.core.errors import ConfigError, DataError
+from ursa.core.preprocess import PreprocessConfig, preprocess, resize_for_model
 from ursa.data.batch_augment import AUGMENT_PRESETS, BatchAugment
 from ursa.data.cache import training_side
 from ursa.data.core import AugmentPipeline
-from ursa.data.preprocess import PreprocessConfig, preprocess, resize_for_model
-from ursa.errors import ConfigError, DataError
 
 _INTERPOLATION = {
     "bicubic": InterpolationMode.BICUBIC,

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ursa.errors import ConfigError, DataError
-from ursa.export.bundle import Bundle, read_bundle
+from ursa.core.bundle import INT8_NAME, ONNX_NAME, Bundle, read_bundle
+from ursa.core.errors import ConfigError, DataError
 from ursa.export.onnx import (
-    INT8_NAME,
-    ONNX_NAME,
     ExportError,
     ParityReport,
     export_onnx,

@@ -21,17 +21,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ursa.data.imageio import ImageSource
-from ursa.data.preprocess import PreprocessConfig, prepare_input, preprocess
-from ursa.errors import UrsaError
-from ursa.export.bundle import REQUIRED_MEMBERS, Bundle, read_bundle, write_bundle
+from ursa.core.bundle import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    REQUIRED_MEMBERS,
+    Bundle,
+    read_bundle,
+    write_bundle,
+)
+from ursa.core.errors import UrsaError
+from ursa.core.imageio import ImageSource
+from ursa.core.preprocess import PreprocessConfig, prepare_input, preprocess
 
 log = logging.getLogger(__name__)
 
-ONNX_NAME = "model.onnx"
-INT8_NAME = "model.int8.onnx"
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 #: Opset 17 is understood by every ONNX Runtime from 1.14 on.
 OPSET = 17
 #: fp32 ONNX Runtime vs PyTorch: kernels differ in summation order, nothing more.

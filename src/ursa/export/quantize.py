@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ursa.data.preprocess import PreprocessConfig, prepare_input
-from ursa.errors import DataError
-from ursa.export.onnx import INPUT_NAME, ExportError
+from ursa.core.bundle import INPUT_NAME
+from ursa.core.errors import DataError
+from ursa.core.preprocess import PreprocessConfig, prepare_input
+from ursa.export.onnx import ExportError
 
 log = logging.getLogger(__name__)
 

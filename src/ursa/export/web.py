@@ -38,10 +38,9 @@ from typing import Any
 
 import PIL
 
-from ursa.errors import BundleError, ConfigError, UrsaError
-from ursa.export.bundle import Bundle, read_bundle
-from ursa.export.onnx import INPUT_NAME, INT8_NAME, ONNX_NAME, OUTPUT_NAME
-from ursa.version import __version__
+from ursa.core.bundle import INPUT_NAME, INT8_NAME, ONNX_NAME, OUTPUT_NAME, Bundle, read_bundle
+from ursa.core.errors import BundleError, ConfigError, UrsaError
+from ursa.core.version import __version__
 
 #: The onnxruntime-web release the pages are written and tested against (package.json pins it).
 ORT_WEB_VERSION = "1.30.0"

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ursa.errors import ConfigError
+from ursa.core.errors import ConfigError
 
 
 def last_conv_stage(model: nn.Module) -> tuple[str, nn.Module]:

@@ -20,15 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ursa.data.core import ImageData
-from ursa.data.items import Item
-from ursa.data.preprocess import (
+from ursa.core.errors import ConfigError, DataError
+from ursa.core.items import Item
+from ursa.core.preprocess import (
     PreprocessConfig,
     load_input,
     prepare_input,
     resize_for_model,
 )
-from ursa.errors import ConfigError, DataError
+from ursa.data.core import ImageData
 from ursa.interpret import metrics
 from ursa.interpret.metrics import Calibration, ClassMetrics, Confusion
 
@@ -168,7 +168,7 @@ class Interpretation:
         it is the format every stage shares, so it is imported here, inside the
         function, as ``ursa.train`` imports it to write bundles.
         """
-        from ursa.export.bundle import read_bundle
+        from ursa.core.bundle import read_bundle
         from ursa.export.model import Model
 
         if isinstance(model_or_path, Model):

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ursa.atomic import atomic_write_bytes
+from ursa.core.atomic import atomic_write_bytes
+from ursa.core.errors import ConfigError, DataError
+from ursa.core.items import Item, find_split_folders
+from ursa.core.manifest import MANIFEST_NAME, ImageRecord, Manifest
+from ursa.core.version import __version__
 from ursa.data.core import ImageData
-from ursa.data.items import Item, find_split_folders
-from ursa.data.manifest import MANIFEST_NAME, ImageRecord, Manifest
-from ursa.data.verify import FileFacts, Finding, VerifyConfig, find_duplicates, inspect_file
-from ursa.errors import ConfigError, DataError
-from ursa.version import __version__
+from ursa.verify.checks import FileFacts, Finding, VerifyConfig, find_duplicates, inspect_file
 
 if TYPE_CHECKING:
     from ursa.interpret.interpretation import Interpretation, TopLoss
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 FEW_TRAIN_IMAGES = 30
 #: A class with fewer validation images than this has a recall too noisy to trust.
 FEW_VALID_IMAGES = 10
-#: Findings of ``ursa.data.verify`` that matter for what the metrics mean.
+#: Findings of ``ursa.verify.checks`` that matter for what the metrics mean.
 LEAK_KINDS = ("leak", "cross-class duplicate", "cross-class near-duplicate")
 #: Rows shown in long tables before "and N more".
 MAX_ROWS = 50
@@ -108,7 +108,7 @@ def source_summary(data: ImageData) -> Sources | None:
 def leakage_findings(data: ImageData, config: VerifyConfig | None = None) -> list[Finding]:
     """Copies across the split actually used, and the same picture in two classes.
 
-    Uses :mod:`ursa.data.verify`'s checks on the items as split (a random split
+    Uses :mod:`ursa.verify.checks`'s checks on the items as split (a random split
     is invisible to ``ursa verify``, which only sees folders); a manifest row
     whose size matches the file is trusted instead of decoding the file again.
     Nothing is written.
@@ -558,7 +558,7 @@ CARD_NAME = "card.html"
 def add_card_to_bundle(bundle_path: Path, page: str) -> Path:
     """Rewrite the bundle at ``bundle_path`` with ``card.html`` added (atomically; every other
     member, ONNX models included, kept byte for byte)."""
-    from ursa.export.bundle import REQUIRED_MEMBERS, WEIGHTS_NAME, read_bundle, write_bundle
+    from ursa.core.bundle import REQUIRED_MEMBERS, WEIGHTS_NAME, read_bundle, write_bundle
 
     bundle = read_bundle(bundle_path)
     extra = {

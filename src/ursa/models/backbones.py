@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from ursa.errors import WeightsError
+from ursa.core.errors import WeightsError
 
 if TYPE_CHECKING:
     import torch

@@ -4,6 +4,6 @@
 ``ursa[serve]`` (onnxruntime, fastapi, uvicorn, numpy, pillow) only.
 """
 
-from ursa.serve.predictor import Predictor, available_providers
+from ursa.core.runtime import Predictor, available_providers
 
 __all__ = ["Predictor", "available_providers"]

@@ -20,12 +20,12 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from ursa.core.version import __version__
 from ursa.serve.guard import HostCheckMiddleware, SecurityHeadersMiddleware
 from ursa.serve.limits import BodyLimitMiddleware, return_freed_memory
 from ursa.serve.metrics import ASGIApp, Metrics, MetricsMiddleware
 from ursa.serve.routes import Service, router
 from ursa.serve.settings import ServeSettings
-from ursa.version import __version__
 
 
 class _App(FastAPI):

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ursa.prediction import Prediction
+from ursa.core.prediction import Prediction
+from ursa.core.runtime import Predictor
 from ursa.serve.metrics import Metrics
-from ursa.serve.predictor import Predictor
 
 
 class Busy(Exception):

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ursa.data.imageio import is_image_name
-from ursa.errors import ConfigError, UrsaError
-from ursa.serve.predictor import Predictor
+from ursa.core.errors import ConfigError, UrsaError
+from ursa.core.imageio import is_image_name
+from ursa.core.runtime import Predictor
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,12 @@ bound on one image is ``max_decoded_bytes``, checked from its header by the pred
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import ctypes.util
 import json
 import logging
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator
 from typing import IO
 
 from ursa.serve.metrics import ASGIApp, Message, Receive, Scope, Send
@@ -125,32 +122,6 @@ class BodyLimitMiddleware:
                     drained += len(message.get("body", b""))
         except TimeoutError:
             return
-
-
-class DecodeBudget:
-    """Bounds the decoded bytes of all images being decoded at once, whatever the number
-    of decoder threads: an image waits (in its thread) until its bytes fit in ``limit``.
-
-    One image is always let through when nothing else is decoding, so an image larger
-    than the whole budget (but within ``max_decoded_bytes``) is slow, never stuck.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._room = threading.Condition()
-
-    @contextlib.contextmanager
-    def hold(self, cost: int) -> Iterator[None]:
-        with self._room:
-            self._room.wait_for(lambda: self.used == 0 or self.used + cost <= self.limit)
-            self.used += cost
-        try:
-            yield
-        finally:
-            with self._room:
-                self.used -= cost
-                self._room.notify_all()
 
 
 def return_freed_memory() -> bool:

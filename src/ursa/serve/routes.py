@@ -23,13 +23,13 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
-from ursa.errors import ImageError
-from ursa.prediction import Prediction
+from ursa.core.errors import ImageError
+from ursa.core.prediction import Prediction
+from ursa.core.runtime import Predictor
+from ursa.core.version import __version__
 from ursa.serve.batching import Admission, Busy, MicroBatcher
 from ursa.serve.metrics import Metrics
-from ursa.serve.predictor import Predictor
 from ursa.serve.settings import ServeSettings
-from ursa.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Service:
 
 
 def _threads_per_worker(workers: int) -> int:
-    from ursa.serve.predictor import cpu_count
+    from ursa.core.runtime import cpu_count
 
     return max(1, cpu_count() // workers)
 

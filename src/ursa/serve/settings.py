@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ursa.errors import ConfigError
-from ursa.hostnames import ANY_ADDRESS, LOOPBACK_NAMES, own_names
+from ursa.core.errors import ConfigError
+from ursa.core.hostnames import ANY_ADDRESS, LOOPBACK_NAMES, own_names
 
 MIB = 1024 * 1024
 

@@ -29,8 +29,8 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from ursa.atomic import atomic_file
-from ursa.errors import UrsaError
+from ursa.core.atomic import atomic_file
+from ursa.core.errors import UrsaError
 
 SCHEMA = 1
 LAST = "last.ckpt"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from ursa.errors import ConfigError
+from ursa.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from accelerate import Accelerator

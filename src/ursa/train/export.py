@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import save
 
-from ursa.export.bundle import BundleConfig, write_bundle
-from ursa.version import __version__
+from ursa.core.bundle import BundleConfig, write_bundle
+from ursa.core.version import __version__
 
 if TYPE_CHECKING:
     from ursa.train.learner import Learner

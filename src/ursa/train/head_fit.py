@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ursa.errors import ConfigError
+from ursa.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from accelerate import Accelerator

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ursa.core.errors import ConfigError, DataError, UrsaError
+from ursa.core.imageio import ImageSource
+from ursa.core.prediction import Prediction, predictions_from_logits
+from ursa.core.preprocess import PreprocessConfig, prepare_input
 from ursa.data.core import ImageData
-from ursa.data.imageio import ImageSource
-from ursa.data.preprocess import PreprocessConfig, prepare_input
-from ursa.errors import ConfigError, DataError, UrsaError
 from ursa.models.backbones import backbone_info, classifier_of, create_model, layer_groups
-from ursa.prediction import Prediction, predictions_from_logits
 from ursa.train import checkpoint as ckpt
 from ursa.train.advice import training_warnings
 from ursa.train.distributed import make_accelerator, world_size

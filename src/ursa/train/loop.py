@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
-from ursa.errors import ConfigError
+from ursa.core.errors import ConfigError
 from ursa.models.backbones import classifier_of
 from ursa.train.metrics import METRIC_NAMES, Metrics, classification_metrics, improved
 from ursa.train.progress import EpochRecord, TrainingLogger

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ursa.errors import ConfigError, DataError
+from ursa.core.errors import ConfigError, DataError
 from ursa.train.loop import set_train_mode
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ursa.atomic import atomic_file
+from ursa.core.atomic import atomic_file
 
 if TYPE_CHECKING:
     from ursa.train.lr_find import LRFindResult

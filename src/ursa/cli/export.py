@@ -1,0 +1,57 @@
+"""``ursa export``: add ONNX / int8 models to a bundle, or write a static web site (``--web``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ursa.cli.support import console, user_errors
+
+
+def export(
+    bundle: Annotated[Path, typer.Argument(help="A .ursa bundle; it is rewritten in place.")],
+    onnx: Annotated[bool, typer.Option("--onnx", help="Add model.onnx (parity-checked).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Add model.int8.onnx.")] = False,
+    calibrate: Annotated[
+        Path | None, typer.Option(help="Folder of your images (one folder per class).")
+    ] = None,
+    calibration_images: Annotated[int, typer.Option(help="Images to calibrate on.")] = 200,
+    max_drop: Annotated[float, typer.Option(help="Accuracy points int8 may lose.")] = 1.0,
+    web: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Write a static site that runs the model in the browser."),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="--web's model: auto (int8 when the bundle has one), fp32, int8.")
+    ] = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="--web: replace a previous export in DIR.")
+    ] = False,
+) -> None:
+    """Add a checked ONNX model (and an int8 one) to BUNDLE, atomically; --web DIR writes a
+    static site (upload and live camera pages, the model, ONNX Runtime Web) that runs it."""
+    from ursa.cli.support import export_report, shown
+    from ursa.export.deploy import export_for_serving
+    from ursa.export.web import check_web_export, export_web
+
+    if web is None and (precision != "auto" or force):
+        from ursa.core.errors import ConfigError
+
+        raise ConfigError("--precision and --force are options of --web DIR: add --web DIR")
+    runtime = check_web_export(web, precision=precision, force=force) if web else None  # fail fast
+    if onnx or int8 or web is None:
+        result = export_for_serving(
+            bundle, onnx=onnx, int8=int8, calibrate=calibrate,
+            calibration_images=calibration_images, max_drop=max_drop,
+        )  # fmt: skip
+        export_report(console, result)
+    if web is not None:
+        site = export_web(bundle, web, precision=precision, force=force, runtime=runtime)
+        console.print(shown(site.summary()), highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export`` to the ``ursa`` command."""
+    app.command("export")(user_errors(export))

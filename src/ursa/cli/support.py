@@ -1,0 +1,500 @@
+"""Rich output and small glue for the CLI (kept out of cli.py so commands stay thin)."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from ursa.core.errors import ConfigError, DataError, UrsaError
+
+# No emoji codes: a file called ":smile:.jpg" is shown as it is named.
+console = Console(emoji=False)
+errors = Console(stderr=True, emoji=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """Print an :class:`UrsaError` as one line and exit 1, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UrsaError as error:
+            message = shown(error, keep_newlines=True)  # messages name files: escape them
+            errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# Torch-free at import: `ursa serve`, `ursa predict` and every error message use this
+# module where only `ursa[serve]` is installed (ursa.train's package imports torch).
+if TYPE_CHECKING:
+    from ursa.cli.options import DataOptions
+    from ursa.core.sources import InputSource
+    from ursa.data.core import DataSettings, ImageData
+    from ursa.demo import DemoResult
+    from ursa.export.deploy import ExportResult
+    from ursa.serve.bench import BenchRow
+    from ursa.train.learner import Learner
+    from ursa.train.lr_find import LRFindResult
+    from ursa.train.progress import EpochRecord
+
+
+#: Characters that reorder text on a terminal (bidirectional embeddings, overrides,
+#: isolates and marks): a name could show as something else.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escaped(char: str) -> str:
+    """``char`` as Python writes it in a string literal: \\n, \\x1b, \\u202e, \\udcff."""
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _unsafe(char: str) -> bool:
+    # Cc: C0/C1 controls and DEL (ESC starts terminal sequences); Cs: an undecodable
+    # byte in a file name (printing it would raise); Zl/Zp: line breaks.
+    return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI
+
+
+def plain(value: object, *, keep_newlines: bool = False) -> str:
+    """``value`` as text that cannot drive a terminal: control characters, undecodable
+    bytes and bidirectional overrides written as escapes (``\\x1b``, ``\\n``, ``\\udcff``).
+    ``keep_newlines`` keeps line breaks (for ursa's own multi-line messages)."""
+    text = str(value)
+    if text.isprintable():  # the common case: nothing to escape
+        return text
+    return "".join(
+        _escaped(char) if _unsafe(char) and not (keep_newlines and char == "\n") else char
+        for char in text
+    )
+
+
+def shown(value: object, *, keep_newlines: bool = False) -> str:
+    """``value`` (a file or class name, a message holding them) made safe to put in rich
+    output: :func:`plain`, then rich markup escaped, so ``[/nope]`` shows as written.
+
+    Every name the CLI prints goes through this (or :func:`tsv_field` when piped)."""
+    return escape(plain(value, keep_newlines=keep_newlines))
+
+
+def tsv_field(value: object) -> str:
+    """``value`` as one tab-separated field: backslash, tab, newline, carriage return and
+    other control characters escaped (``\\\\``, ``\\t``, ``\\n``, ``\\r``, ``\\x1b``), so a
+    file name can never split a row or a column."""
+    return plain(str(value).replace("\\", "\\\\"))
+
+
+class RichLogger:
+    """The epoch table row by row, with a progress bar during each epoch."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._header_done = False
+
+    def start_epoch(self, epoch: int, steps: int, phase: str) -> None:
+        if not self._header_done:
+            from ursa.train.progress import COLUMNS
+
+            self.console.print("  ".join(f"{c:>10}" for c in COLUMNS), style="bold", soft_wrap=True)
+            self._header_done = True
+        if not self.console.is_terminal:
+            return  # piped or logged: the rows alone, no bar to redraw
+        self._progress = Progress(
+            TextColumn(f"epoch {epoch} ({phase})"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=steps or None, loss="-")
+
+    def step(self, step: int, loss: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step + 1, loss=f"{loss:.4f}")
+
+    def end_epoch(self, record: EpochRecord) -> None:
+        from ursa.train.progress import format_row
+
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        self.console.print(
+            "  ".join(f"{c:>10}" for c in format_row(record)), highlight=False, soft_wrap=True
+        )
+
+    def message(self, text: str, *, warning: bool = False) -> None:
+        style = "yellow" if warning else None
+        prefix = "warning: " if warning else ""
+        self.console.print(
+            f"{prefix}{plain(text, keep_newlines=True)}", style=style, markup=False,
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+
+
+def print_skipped(console: Console, data: ImageData) -> None:
+    """Summarise the data, then list the files it skipped, each with its reason."""
+    console.print(shown(data.summary(), keep_newlines=True), highlight=False, soft_wrap=True)
+    skipped = data.skipped
+    if not skipped:
+        return
+    console.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/]")
+    for error in skipped:
+        console.print(
+            f"  {shown(error.source)}: {shown(error.reason)}", highlight=False, soft_wrap=True
+        )
+
+
+@dataclass(frozen=True)
+class TrainExtras:
+    """`ursa train`'s options beyond the data and the schedule."""
+
+    checkpoint_dir: Path | None = None
+    resume: Path | None = None
+    early_stop: int | None = None
+    monitor: str = "error_rate"
+    keep_best: bool = True
+    accumulate: int = 1
+    clip: float | None = None
+    label_smoothing: float = 0.0
+    balance: str = "none"
+    precision: str = "auto"
+    history_plot: Path | None = None
+    train_bn: bool = True
+
+
+def parse_lr(lr: str) -> float | None:
+    """``--lr``: a positive number, or ``auto`` (None: find it with lr-find)."""
+    if lr.strip().lower() == "auto":
+        return None
+    try:
+        value = float(lr)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"--lr {lr}: use a positive learning rate such as 2e-3, or auto")
+    return value
+
+
+def train_folder(
+    path: Path,
+    options: DataOptions,
+    *,
+    epochs: int | None,
+    freeze_epochs: int,
+    lr: str | float,
+    arch: str,
+    augment: str | None,
+    batch_size: int | None,
+    workers: int | None,
+    pretrained: bool,
+    weights: Path | None,
+    logger: RichLogger,
+    on_data: Callable[[ImageData], object],
+    extras: TrainExtras | None = None,
+    head: str = "fit",
+) -> tuple[ImageData, Learner]:
+    """Load ``path`` as the data ``options`` say, fine-tune ``arch`` on it, return
+    (data, learner).
+
+    ``lr="auto"`` runs the learning-rate finder after the head phase (``fine_tune``
+    with ``base_lr=None``); when resuming, the rate of the interrupted run is reused.
+    """
+    from ursa.train.distributed import is_main_process
+    from ursa.train.learner import Learner
+
+    extras = extras or TrainExtras()
+    if extras.balance not in ("none", "weights", "sampler"):
+        raise ConfigError(f"--balance {extras.balance}: use none, weights or sampler")
+    base_lr = parse_lr(lr) if isinstance(lr, str) else lr
+    if head not in ("fit", "epochs"):
+        raise ConfigError(f"--head {head}: use fit (the head fitted first) or epochs (fastai's)")
+    base: DataSettings = {"batch_size": batch_size, "num_workers": workers}
+    if augment is not None:
+        base["augment"] = augment
+    data = options.load(path, **base)
+    seed = options.seed_or_default
+    if is_main_process():
+        on_data(data)
+    learner = Learner(
+        data, arch=arch, pretrained=pretrained, weights=weights, seed=seed, logger=logger,
+        label_smoothing=extras.label_smoothing, class_weights=extras.balance == "weights",
+        balanced_sampler=extras.balance == "sampler", accumulate=extras.accumulate,
+        clip_norm=extras.clip, precision=extras.precision, monitor=extras.monitor,  # type: ignore[arg-type]
+        patience=extras.early_stop, keep_best=extras.keep_best,
+        checkpoint_dir=extras.checkpoint_dir, train_bn=extras.train_bn,
+    )  # fmt: skip
+    if extras.resume is not None:
+        learner.resume(extras.resume)
+    learner.fine_tune(
+        epochs,
+        base_lr=base_lr,
+        freeze_epochs=freeze_epochs,
+        head=head,  # type: ignore[arg-type]
+        keep_best=extras.keep_best,
+    )
+    if extras.history_plot is not None and learner.is_main:
+        learner.plot_history(extras.history_plot)
+    return data, learner
+
+
+def find_lr(
+    path: Path, options: DataOptions, *, arch: str, batch_size: int | None, pretrained: bool,
+    weights: Path | None, plot: Path,
+) -> tuple[LRFindResult, Path]:  # fmt: skip
+    """The learning-rate finder on ``path`` (:meth:`Learner.lr_find`), plot written."""
+    from ursa.train.learner import Learner
+    from ursa.train.progress import SilentLogger
+
+    data = options.load(path, batch_size=batch_size)
+    learner = Learner(
+        data, arch=arch, pretrained=pretrained, weights=weights, seed=options.seed_or_default,
+        logger=SilentLogger(),
+    )  # fmt: skip
+    result = learner.lr_find()
+    return result, result.plot(plot)
+
+
+def expand_images(arguments: Sequence[str], source: InputSource | None = None) -> list[Path]:
+    """Files as given, folders searched recursively for the files ``source`` reads (a
+    bundle's input: images, audio clips, ...; default images), glob patterns expanded.
+
+    A file named explicitly is kept even when it is not an image (its row says why).
+    """
+    import glob
+
+    from ursa.core.sources import IMAGE_INPUT
+
+    reader = source or IMAGE_INPUT
+    files: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and reader.matches(p))
+        elif path.exists() or not glob.has_magic(argument):
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(argument, recursive=True))
+            found = [p for p in found if p.is_file() and reader.matches(p)]
+        if not found:
+            raise DataError(f"{argument}: no {reader.kind} files match")
+        files += found
+    return files
+
+
+@dataclass(frozen=True)
+class PredictRow:
+    """One file's answer from ``ursa predict``: a prediction, or why the file was unreadable.
+
+    The error is a field of its own: class names are data (a class may be called
+    ``error``), never markers."""
+
+    path: str
+    label: str = ""
+    probability: str = ""
+    top: str = ""
+    error: str | None = None
+
+    def cells(self) -> list[str]:
+        """The row of the terminal table / TSV: file, label, probability, top-k."""
+        if self.error is not None:
+            return [self.path, "", "", f"unreadable: {self.error}"]
+        return [self.path, self.label, self.probability, self.top]
+
+
+def predict_rows(
+    bundle: Path,
+    images: Sequence[Path],
+    *,
+    top_k: int,
+    batch_size: int = 32,
+    console: Console | None = None,
+) -> list[PredictRow]:
+    """One :class:`PredictRow` per image; an unreadable file gets its error, not a crash.
+
+    Images are decoded in threads and run through the model ``batch_size`` at a
+    time; a progress bar shows on ``console`` when there are many.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from ursa.core.prediction import predictions_from_logits
+    from ursa.core.preprocess import prepare_input
+    from ursa.export.model import load
+
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: use 1 or more")
+    model = load(bundle)
+    config = model.config.preprocess
+
+    def prepare(path: Path) -> np.ndarray | UrsaError:
+        try:
+            return prepare_input(path, config)
+        except UrsaError as error:
+            return error
+
+    rows: list[PredictRow] = []
+    show = console is not None and len(images) > batch_size
+    progress = Progress(
+        TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True, disable=not show,
+    )  # fmt: skip
+    with progress, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        task = progress.add_task("predict", total=len(images))
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            prepared = list(pool.map(prepare, chunk))
+            good = [a for a in prepared if not isinstance(a, UrsaError)]
+            answers = iter(
+                predictions_from_logits(model.logits(np.stack(good)), model.class_names)
+                if good
+                else []
+            )
+            for path, item in zip(chunk, prepared, strict=True):
+                if isinstance(item, UrsaError):
+                    rows.append(PredictRow(str(path), error=str(item)))
+                    continue
+                prediction = next(answers)
+                top = ", ".join(f"{label} {p:.3f}" for label, p in prediction.top(top_k))
+                rows.append(
+                    PredictRow(str(path), prediction.label, f"{prediction.probability:.4f}", top)
+                )
+            progress.update(task, advance=len(chunk))
+    return rows
+
+
+def write_csv(console: Console, path: Path, rows: Sequence[PredictRow]) -> None:
+    """Write predictions as CSV (path, label, probability, top_k, error), atomically."""
+    import csv
+
+    from ursa.core.atomic import atomic_file
+
+    with atomic_file(path, text=True) as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["path", "label", "probability", "top_k", "error"])
+        for row in rows:
+            writer.writerow([row.path, row.label, row.probability, row.top, row.error or ""])
+    errors = sum(row.error is not None for row in rows)
+    console.print(
+        f"wrote {len(rows)} rows to {shown(path)} ({errors} unreadable file(s))", soft_wrap=True
+    )
+
+
+def print_rows(console: Console, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table on a terminal; tab-separated lines (header first) when piped.
+
+    Cells may hold names from a dataset or a bundle: on the terminal they are shown
+    escaped (:func:`shown`), in the TSV each is one field (:func:`tsv_field`).
+    """
+    if console.is_terminal:
+        table = Table(*map(shown, header))
+        for row in rows:
+            table.add_row(*map(shown, row))
+        console.print(table)
+        return
+    # Straight to the file: Console.print would expand the tabs into spaces.
+    for row in [list(header), *rows]:
+        console.file.write("\t".join(map(tsv_field, row)) + "\n")
+
+
+def demo_report(console: Console, result: DemoResult) -> None:
+    """Print the held-back predictions and the validation error rate."""
+    table = Table("held-back image", "true", "predicted", "probability")
+    for path, truth, prediction in result.holdout:
+        mark = "" if prediction.label == truth else " [red]✗[/]"
+        table.add_row(
+            shown(path.name), shown(truth), shown(prediction.label) + mark,
+            f"{prediction.probability:.3f}",
+        )  # fmt: skip
+    console.print(table)
+    correct = sum(p.label == t for _, t, p in result.holdout)
+    console.print(f"held-back images correct: {correct}/{len(result.holdout)}")
+    console.print(f"bundle: {shown(result.bundle)}", soft_wrap=True)
+    console.print(f"[bold]validation error rate: {result.error_rate:.4f}[/]")
+
+
+def export_report(console: Console, result: ExportResult) -> None:
+    """What ``ursa export`` added, with the parity and accuracy numbers."""
+    if result.parity is not None:
+        parity = result.parity
+        console.print(
+            f"model.onnx: parity on {parity.images} images, max |onnx - torch| "
+            f"{parity.max_abs_diff:.2g}, top-1 agrees on {parity.top1_agree}/{parity.images} "
+            f"(tolerance: {parity.tolerance})",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    if result.int8 is not None:
+        report = result.int8
+        console.print(
+            f"model.int8.onnx: top-1 on {report.valid_images} validation images "
+            f"{report.fp32_accuracy:.2%} (fp32) → {report.int8_accuracy:.2%} (int8), drop "
+            f"{report.drop_points:.2f} points (limit {report.max_drop_points:g}); calibrated on "
+            f"{report.calibration_images} images",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    console.print(f"wrote {shown(result.bundle)}", soft_wrap=True)
+
+
+def print_bench(console: Console, rows: Sequence[BenchRow]) -> None:
+    """The benchmark as a table (tab-separated when piped)."""
+    header = ["mode", "precision", "concurrency", "requests", "p50 ms", "p90 ms", "p99 ms"]
+    print_rows(
+        console,
+        [*header, "images/s"],
+        [
+            [r.mode, r.precision, str(r.concurrency), str(r.requests), f"{r.p50_ms:.2f}",
+             f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.images_per_s:.1f}"]
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
+class progress_bar:
+    """A rich progress bar as a context manager yielding (progress, task)."""
+
+    def __init__(self, console: Console, label: str, total: int) -> None:
+        self.progress = Progress(
+            TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True, disable=not console.is_terminal,
+        )  # fmt: skip
+        self.task = self.progress.add_task(label, total=total)
+
+    def __enter__(self) -> tuple[Progress, TaskID]:
+        self.progress.start()
+        return self.progress, self.task
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
