@@ -10,13 +10,21 @@ const ursa = {
 
   // POST image bytes to /predict; resolves to the JSON answer or throws with the server's detail.
   async predict(blob) {
-    const response = await fetch("/predict", {
-      method: "POST",
-      headers: { "Content-Type": blob.type || "application/octet-stream" },
-      body: blob,
-    });
+    let response;
+    try {
+      response = await fetch("/predict", {
+        method: "POST",
+        headers: { "Content-Type": blob.type || "application/octet-stream" },
+        body: blob,
+      });
+    } catch {
+      throw new Error("the server did not answer (is ursa serve still running?)");
+    }
     const answer = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(answer.detail || `HTTP ${response.status}`);
+    if (!response.ok) {
+      const detail = typeof answer.detail === "string" ? answer.detail : "";
+      throw new Error(detail || `HTTP ${response.status}`);
+    }
     return answer;
   },
 
