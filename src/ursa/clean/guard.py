@@ -20,11 +20,25 @@ included, carries :data:`SECURITY_HEADERS`.
 from __future__ import annotations
 
 import hmac
-import json
+import io
 from collections.abc import Collection, Mapping
 
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ursa.core.asgi import (
+    ASGIApp,
+    BodyTooLarge,
+    ClientClosed,
+    Receive,
+    Scope,
+    Send,
+    encoded_headers,
+    receive_body,
+    refuse,
+    replay_body,
+    sending_headers,
+)
+from ursa.core.hostnames import host_name
 
 TOKEN_HEADER = "X-Ursa-Token"
 #: Methods that change nothing: they need no token (the routes for them read no body).
@@ -41,26 +55,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-def host_name(header: str) -> str | None:
-    """The name in a ``Host`` header, lower case and without the port; ``None`` if malformed.
-
-    ``"127.0.0.1:8100"`` → ``"127.0.0.1"``, ``"[::1]:8100"`` → ``"::1"``, ``"localhost"``
-    → ``"localhost"``; ``"[::1"``, ``"a:1:2"`` and ``""`` → ``None``.
-    """
-    value = header.strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            return None
-        name, rest = value[1:end], value[end + 1 :]
-    else:
-        name, colon, port = value.partition(":")
-        rest = colon + port
-    if rest and not (rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit()):
-        return None
-    return name or None
 
 
 def token_problem(sent: str | None, expected: str) -> str | None:
@@ -94,33 +88,31 @@ class RequestGuard:
         self.allowed_hosts = frozenset(name.lower() for name in allowed_hosts)
         self.token = token
         self.max_body_bytes = max_body_bytes
-        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self.headers = encoded_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                names = {name for name, _ in self.headers}
-                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
-                message["headers"] = [*kept, *self.headers]
-            await send(message)
-
+        send = sending_headers(send, self.headers)
         headers = Headers(scope=scope)
         status, problem = self._problem(scope["method"], headers)
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         if problem is None and chunked and "content-length" not in headers:
-            body = await self._capped_body(receive)
-            if body is None:
+            body = io.BytesIO()
+            try:
+                size = await receive_body(body, receive, self.max_body_bytes)
+            except BodyTooLarge:
                 status, problem = 413, self._too_long()
+            except ClientClosed:
+                return  # nobody to answer
             else:
-                receive = _replay(body, receive)
+                body.seek(0)
+                receive = replay_body(body, size, receive)
         if problem is not None:
-            await _refuse(send_with_headers, status, problem)
+            await refuse(send, status, problem)
             return
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, receive, send)
 
     def _problem(self, method: str, headers: Headers) -> tuple[int, str | None]:
         """``(status, why)`` for a request refused on its headers; ``(0, None)`` otherwise."""
@@ -149,47 +141,3 @@ class RequestGuard:
             f"{size} is more than this server reads ({self.max_body_bytes} bytes; a decision "
             f"takes a few dozen); set URSA_CLEAN_MAX_BODY_BYTES to change the limit"
         )
-
-    async def _capped_body(self, receive: Receive) -> bytes | None:
-        """The whole body, or ``None`` as soon as it passes ``max_body_bytes``."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return b"".join(chunks)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives ``body`` (already read) once, then waits on ``receive``
-    (for the client to go away)."""
-    messages: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def replay() -> Message:
-        return messages.pop() if messages else await receive()
-
-    return replay
-
-
-async def _refuse(send: Send, status: int, detail: str) -> None:
-    """Answer ``{"detail": ...}`` and close the connection (the unread body stays unread)."""
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -12,12 +12,10 @@
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import re
 from collections.abc import Sequence
 
-from ursa.serve.metrics import ASGIApp, Message, Receive, Scope, Send
+from ursa.core.asgi import ASGIApp, Receive, Scope, Send, refuse, sending_headers
+from ursa.core.hostnames import host_name
 
 #: The pages load /static/*.js and /static/style.css, show a chosen file through a blob:
 #: URL, draw camera frames on a canvas and fetch /predict and /metadata; nothing else.
@@ -33,27 +31,6 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 
-_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?")
-
-
-def host_of(header: str) -> str | None:
-    """The host in a Host header value, lower case, without port or IPv6 brackets; None
-    when the value is not a host name or address with an optional port."""
-    value = header.strip().lower()
-    if value.startswith("["):
-        address, bracket, rest = value[1:].partition("]")
-        if not bracket or (rest and not re.fullmatch(r":\d{1,5}", rest)):
-            return None
-        try:
-            ipaddress.IPv6Address(address)
-        except ValueError:
-            return None
-        return address
-    name, _, port = value.partition(":")
-    if port and not port.isdigit():
-        return None
-    return name if _NAME.fullmatch(name) else None
-
 
 class HostCheckMiddleware:
     """Answers 400 unless the Host header names one of ``names`` (``*`` allows any,
@@ -68,7 +45,7 @@ class HostCheckMiddleware:
     def allows(self, header: str | None) -> bool:
         if self.any:
             return True
-        host = None if header is None else host_of(header)
+        host = None if header is None else host_name(header)
         if host is None:
             return False
         return host in self.names or any(host.endswith(suffix) for suffix in self.suffixes)
@@ -82,20 +59,12 @@ class HostCheckMiddleware:
         if self.allows(header):
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
-            {
-                "detail": f"Host {header!r} is not a name this server answers to; use one it "
-                f"listens on, or add the name to URSA_ALLOWED_HOSTS (behind a proxy: the "
-                f"public name clients use)"
-            }
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(body)),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await refuse(
+            send,
+            400,
+            f"Host {header!r} is not a name this server answers to; use one it listens on, or "
+            f"add the name to URSA_ALLOWED_HOSTS (behind a proxy: the public name clients use)",
+        )
 
 
 class SecurityHeadersMiddleware:
@@ -108,12 +77,4 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, receive, sending_headers(send, SECURITY_HEADERS))

@@ -25,13 +25,21 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import json
 import logging
 import sys
 import tempfile
-from typing import IO
 
-from ursa.serve.metrics import ASGIApp, Message, Receive, Scope, Send
+from ursa.core.asgi import (
+    ASGIApp,
+    BodyTooLarge,
+    ClientClosed,
+    Receive,
+    Scope,
+    Send,
+    receive_body,
+    refuse,
+    replay_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +48,12 @@ log = logging.getLogger(__name__)
 DRAIN_LIMIT = 64 * 1024 * 1024
 #: Body bytes held in memory per request while it arrives; the rest goes to a temporary file.
 SPOOL_BYTES = 256 * 1024
-#: Size of the chunks a spooled body is handed to the app in.
-REPLAY_CHUNK = 1024 * 1024
 #: The path whose bodies get the batch limit.
 BATCH_PATH = "/predict/batch"
 #: Allocations at least this large get pages of their own from the system (glibc mmap),
 #: returned to it when freed.
 MMAP_THRESHOLD = 1024 * 1024
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _ClientClosed(Exception):
-    pass
 
 
 class BodyLimitMiddleware:
@@ -75,37 +73,37 @@ class BodyLimitMiddleware:
         limit = self.batch_limit if batch else self.limit
         declared = _content_length(scope)
         if declared == -1:
-            await _reply(send, 400, "Content-Length is not a number")
+            await refuse(send, 400, "Content-Length is not a number")
             return
         if declared is not None and declared > limit:
             await self._drain(receive, declared)
-            await _reply(send, 413, _too_large(limit, batch))
+            await refuse(send, 413, _too_large(limit, batch))
             return
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
             try:
                 async with asyncio.timeout(self.timeout):
-                    received = await _receive_into(spool, receive, limit)
+                    received = await receive_body(spool, receive, limit)
             except TimeoutError:
                 detail = (
                     f"the request body did not arrive within {self.timeout:g} s "
                     f"(URSA_BODY_TIMEOUT); send it faster, or raise the limit for slow links"
                 )
-                await _reply(send, 408, detail)
+                await refuse(send, 408, detail)
                 return
-            except _TooLarge:
+            except BodyTooLarge:
                 await self._drain(receive, limit)
-                await _reply(send, 413, _too_large(limit, batch))
+                await refuse(send, 413, _too_large(limit, batch))
                 return
-            except _ClientClosed as closed:
+            except ClientClosed as closed:
                 client = (scope.get("client") or ("?",))[0]
                 log.warning(
                     "%s %s: the client %s closed the connection after %s of %s body bytes",
-                    scope.get("method"), scope.get("path"), client, closed.args[0],
+                    scope.get("method"), scope.get("path"), client, f"{closed.args[0]:,}",
                     "?" if declared is None else f"{declared:,}",
                 )  # fmt: skip
                 return
             spool.seek(0)
-            await self.app(scope, _replay(spool, received, receive), send)
+            await self.app(scope, replay_body(spool, received, receive), send)
 
     async def _drain(self, receive: Receive, size: int) -> None:
         """Read and drop the rest of a moderately oversized body, so that ordinary clients,
@@ -160,53 +158,7 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _receive_into(spool: IO[bytes], receive: Receive, limit: int) -> int:
-    """Every body message into ``spool``; the number of bytes."""
-    received = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientClosed(f"{received:,}")
-        chunk = message.get("body", b"")
-        received += len(chunk)
-        if received > limit:
-            raise _TooLarge
-        spool.write(chunk)  # memory, or the page cache: no wait worth a thread
-        if not message.get("more_body", False):
-            return received
-
-
-def _replay(spool: IO[bytes], size: int, receive: Receive) -> Receive:
-    """A ``receive`` that hands the app the spooled body, then the connection's own
-    messages (the disconnect at the end)."""
-    remaining = size
-    done = False
-
-    async def replay() -> Message:
-        nonlocal remaining, done
-        if done:
-            return await receive()
-        chunk = spool.read(min(REPLAY_CHUNK, remaining))
-        remaining -= len(chunk)
-        done = remaining <= 0 or not chunk
-        return {"type": "http.request", "body": chunk, "more_body": not done}
-
-    return replay
-
-
 def _too_large(limit: int, batch: bool) -> str:
     setting = "URSA_MAX_BATCH_BODY_BYTES" if batch else "URSA_MAX_BODY_BYTES"
     what = "send fewer or smaller images per form" if batch else "send a smaller image"
     return f"request body over the limit of {limit:,} bytes; {what} (or raise {setting})"
-
-
-async def _reply(send: Send, status: int, detail: str) -> None:
-    """An error answer that closes the connection (the body is left unread)."""
-    body = json.dumps({"detail": detail}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(body)),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
