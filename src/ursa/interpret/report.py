@@ -14,7 +14,7 @@ import html
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,19 +156,20 @@ def known_limits(
             "These results are on the training images: they show what the model memorised "
             "and which labels it disagrees with, not how it does on new images."
         )
-    for name in interp.class_names:
-        train = counts["train"].get(name, 0)
-        valid = counts["valid"].get(name, 0)
-        if train < FEW_TRAIN_IMAGES:
-            limits.append(
-                f"Class {name!r} has only {train} training images (fewer than "
-                f"{FEW_TRAIN_IMAGES}): the model has seen little of it; add images."
-            )
-        if interp.split != "train" and valid < FEW_VALID_IMAGES:
-            limits.append(
-                f"Class {name!r} has only {valid} validation images: its precision and recall "
-                f"are measured on too few images to trust."
-            )
+    # One line per kind of problem, naming the classes it touches (not a line per class).
+    few_train = _few(interp.class_names, counts["train"], FEW_TRAIN_IMAGES)
+    if few_train:
+        limits.append(
+            f"{_classes(few_train)} fewer than {FEW_TRAIN_IMAGES} training images "
+            f"({_counts(few_train)}): the model has seen little of them; add images."
+        )
+    few_valid = _few(interp.class_names, counts["valid"], FEW_VALID_IMAGES)
+    if interp.split != "train" and few_valid:
+        limits.append(
+            f"{_classes(few_valid)} fewer than {FEW_VALID_IMAGES} validation images "
+            f"({_counts(few_valid)}): precision and recall measured on so few images cannot "
+            f"be trusted."
+        )
     trained = [counts["train"].get(n, 0) for n in interp.class_names]
     if min(trained) > 0 and max(trained) / min(trained) >= 3:
         limits.append(
@@ -226,6 +227,21 @@ def known_limits(
         unknown = dict(sources.licences).get("unknown", 0) + sources.unrecorded
         limits.append(f"{unknown} image(s) have no recorded licence: check before sharing.")
     return limits
+
+
+def _few(names: Sequence[str], counts: Mapping[str, int], limit: int) -> list[tuple[str, int]]:
+    """(class, images) for the classes with fewer than ``limit`` images, in class order."""
+    return [(name, counts.get(name, 0)) for name in names if counts.get(name, 0) < limit]
+
+
+def _classes(few: Sequence[tuple[str, int]]) -> str:
+    return f"Class {few[0][0]!r} has" if len(few) == 1 else f"{len(few)} classes have"
+
+
+def _counts(few: Sequence[tuple[str, int]], shown: int = 8) -> str:
+    """``'cat' 8, 'dog' 9`` (the first ``shown``, then how many more)."""
+    text = ", ".join(f"{name!r} {count}" for name, count in few[:shown])
+    return text + (f" and {len(few) - shown} more" if len(few) > shown else "")
 
 
 def _pairs(findings: Sequence[Finding], shown: int = 3) -> str:
@@ -376,7 +392,7 @@ def _training_section(interp: Interpretation, rendered: Rendered) -> str:
         ("pretrained", training.get("pretrained", "?")),
         ("input", f"{config.size} px, {config.resize}, {config.interpolation}"),
         ("normalisation", f"mean {list(config.mean)}, std {list(config.std)}"),
-        ("epochs", training.get("epochs", "?")),
+        ("epochs", _epochs_text(summary.history, training.get("epochs", "?"))),
     ]
     for number, fit in enumerate(training.get("fits", []) or [], start=1):
         if not isinstance(fit, dict):
@@ -399,6 +415,23 @@ def _training_section(interp: Interpretation, rendered: Rendered) -> str:
     else:
         parts.append("<p>No training history (the model was not trained by ursa's loop).</p>")
     return "".join(parts)
+
+
+def _epochs_text(history: Sequence[Any], recorded: Any) -> str:
+    """The epochs as ``ursa train --epochs`` counts them: the fine-tuning epochs, with the
+    head phase named beside them (a head fit, or fastai's frozen epochs), not added in."""
+    phases = Counter(record.get("phase", "") for record in history if isinstance(record, dict))
+    if not phases:  # no history recorded: what the bundle says
+        return str(recorded)
+    head = phases.pop("head", 0)
+    frozen = phases.pop("frozen", 0)
+    text = str(sum(phases.values()))
+    before = []
+    if head:
+        before.append("the head fit")
+    if frozen:
+        before.append(f"{frozen} frozen epoch{'s' if frozen != 1 else ''}")
+    return text + (f", after {' and '.join(before)}" if before else "")
 
 
 def _head_fit_text(record: Any) -> str:
