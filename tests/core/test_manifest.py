@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
@@ -26,10 +27,14 @@ from ursa.core.manifest import (
     MANIFEST_NAME,
     PART_PREFIX,
     QUARANTINE_DIR,
+    RECORD_FIELDS,
+    STATUSES,
     ImageRecord,
     Manifest,
     export_to_file,
     folder_lock,
+    image_row,
+    place_image_row,
 )
 
 runner = CliRunner()
@@ -232,3 +237,44 @@ def test_a_lock_file_this_user_cannot_open_is_an_error_not_a_run_without_the_loc
     lock.chmod(0o644)
     with folder_lock(tmp_path):  # the thread lock was let go with the error
         pass
+
+
+def test_a_moved_file_s_row_keeps_its_provenance_and_takes_the_place(tmp_path: Path) -> None:
+    """The cleaner records a move in the manifest through place_image_row, on its own
+    connection and in its own transaction: the row follows the file, a row already at the
+    new place goes, a file with no row gets one."""
+    (tmp_path / "cat").mkdir()
+    with Manifest(tmp_path) as manifest:
+        manifest.put(record("cat/a.png"))
+        manifest.put(record("dog/a.png"))  # a stale row where the file will go
+    with contextlib.closing(sqlite3.connect(tmp_path / MANIFEST_NAME)) as db, db:
+        row = image_row(db, "cat/a.png")
+        moved = ImageRecord(path="dog/a.png", sha256="", label="dog", status="relabeled")
+        place_image_row(db, row, moved)
+        new = ImageRecord(path="dog/b.png", sha256="cd" * 32, label="dog", split="train")
+        place_image_row(db, image_row(db, "dog/b.png"), new)
+    with Manifest(tmp_path) as manifest:
+        rows = {r.path: r for r in manifest.records()}
+    assert set(rows) == {"dog/a.png", "dog/b.png"}
+    kept = rows["dog/a.png"]
+    assert (kept.label, kept.status, kept.sha256) == ("dog", "relabeled", "ab" * 32)
+    assert (kept.source_url, kept.creator) == ("https://x/cat/a.png", "Ada")
+    assert (rows["dog/b.png"].sha256, rows["dog/b.png"].split) == ("cd" * 32, "train")
+
+
+def test_a_planted_status_is_refused_where_it_is_read(tmp_path: Path) -> None:
+    """``images.status`` is one of STATUSES, in the schema and where rows are read."""
+    with contextlib.closing(sqlite3.connect(tmp_path / MANIFEST_NAME)) as db, db:
+        numbers = ("width", "height", "size_bytes")
+        columns = ", ".join(
+            f"{name} DEFAULT {0 if name in numbers else repr('')}" for name in RECORD_FIELDS
+        )
+        db.execute(f"CREATE TABLE images ({columns})")  # no CHECK: planted
+        db.execute("INSERT INTO images (path, sha256, label, status) "
+                   "VALUES ('cat/a.png', 'ab', 'cat', 'approved')")  # fmt: skip
+    with Manifest(tmp_path) as manifest, pytest.raises(DataError) as refused:
+        manifest.records()
+    assert f"status = 'approved', not one of {', '.join(STATUSES)}" in str(refused.value)
+    (tmp_path / "fresh").mkdir()
+    with Manifest(tmp_path / "fresh") as manifest, pytest.raises(sqlite3.IntegrityError):
+        manifest.put(ImageRecord(path="a/b.png", sha256="ab", label="a", status="approved"))  # type: ignore[arg-type]

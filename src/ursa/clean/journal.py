@@ -43,41 +43,52 @@ Torch-free and FastAPI-free: the CLI's ``--history`` and ``--undo`` use it alone
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import signal
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ursa.core.errors import DataError, UrsaError
+from ursa.core.hashing import sha256_file
 from ursa.core.items import VALID_DIR_NAMES, find_split_folders
 from ursa.core.manifest import (
     MANIFEST_NAME,
     QUARANTINE_DIR,
+    ColumnKind,
+    ImageRecord,
     Manifest,
     RowKind,
+    Status,
     folder_lock,
+    image_row,
     iter_image_paths,
+    missing_columns,
     now,
+    place_image_row,
     row_path,
+    sql_values,
+    typed_row,
 )
 from ursa.core.safepaths import class_name_problem, is_within, outside_link, relative_problem
 
 log = logging.getLogger(__name__)
 
-"""Lock file (in the dataset folder) held by whoever is changing the folder."""
 FAULT_POINTS = ("before-move", "after-move")
 """Where a fault-injection hook can kill the process (for crash tests)."""
 
 Action = Literal["relabel", "delete", "keep", "undo"]
 ImageState = Literal["active", "deleted", "gone"]
+EntryState = Literal["pending", "done", "rolled_back"]
+_ACTIONS: tuple[Action, ...] = get_args(Action)
+_IMAGE_STATES: tuple[ImageState, ...] = get_args(ImageState)
+_ENTRY_STATES: tuple[EntryState, ...] = get_args(EntryState)
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS clean_images (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     path TEXT NOT NULL UNIQUE,
@@ -85,15 +96,15 @@ CREATE TABLE IF NOT EXISTS clean_images (
     sha256 TEXT NOT NULL,
     size_bytes INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('active', 'deleted', 'gone')),
+    state TEXT NOT NULL CHECK (state IN ({sql_values(_IMAGE_STATES)})),
     reviewed INTEGER NOT NULL DEFAULT 0,
     version INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS clean_journal (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     image_id INTEGER NOT NULL,
-    action TEXT NOT NULL CHECK (action IN ('relabel', 'delete', 'keep', 'undo')),
-    state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'rolled_back')),
+    action TEXT NOT NULL CHECK (action IN ({sql_values(_ACTIONS)})),
+    state TEXT NOT NULL CHECK (state IN ({sql_values(_ENTRY_STATES)})),
     old_path TEXT NOT NULL,
     new_path TEXT NOT NULL,
     old_label TEXT NOT NULL,
@@ -111,29 +122,20 @@ CREATE TABLE IF NOT EXISTS clean_journal (
 );
 CREATE INDEX IF NOT EXISTS clean_journal_image ON clean_journal (image_id);
 CREATE INDEX IF NOT EXISTS clean_journal_state ON clean_journal (state);
-CREATE TABLE IF NOT EXISTS clean_predictions (
-    model_id TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    probabilities TEXT NOT NULL,
-    PRIMARY KEY (model_id, sha256)
-);
 """
 
-_IMAGE_STATES = ("active", "deleted", "gone")
-_COLUMNS: dict[str, dict[str, str | tuple[str, ...]]] = {
+_COLUMNS: dict[str, dict[str, ColumnKind]] = {
     "clean_images": {
         "id": "int", "path": "text", "label": "text", "sha256": "text", "size_bytes": "int",
         "mtime_ns": "int", "state": _IMAGE_STATES, "reviewed": "int", "version": "int",
     },
     "clean_journal": {
-        "id": "int", "image_id": "int", "action": ("relabel", "delete", "keep", "undo"),
-        "state": ("pending", "done", "rolled_back"), "old_path": "text", "new_path": "text",
-        "old_label": "text", "new_label": "text", "old_state": _IMAGE_STATES,
-        "new_state": _IMAGE_STATES, "old_reviewed": "int", "new_reviewed": "int",
-        "version_after": "int", "undoes": "int?", "undone_by": "int?", "at": "text",
-        "finished_at": "text", "note": "text",
+        "id": "int", "image_id": "int", "action": _ACTIONS, "state": _ENTRY_STATES,
+        "old_path": "text", "new_path": "text", "old_label": "text", "new_label": "text",
+        "old_state": _IMAGE_STATES, "new_state": _IMAGE_STATES, "old_reviewed": "int",
+        "new_reviewed": "int", "version_after": "int", "undoes": "int?", "undone_by": "int?",
+        "at": "text", "finished_at": "text", "note": "text",
     },
-    "clean_predictions": {"model_id": "text", "sha256": "text", "probabilities": "text"},
 }  # fmt: skip
 """What the cleaner reads from each of its tables: a column's type, or the values it may
 hold (a table planted in a shared ``ursa.sqlite`` may lack columns or hold anything)."""
@@ -177,7 +179,7 @@ class Entry:
     id: int
     image_id: int
     action: Action
-    state: Literal["pending", "done", "rolled_back"]
+    state: EntryState
     old_path: str
     new_path: str
     old_label: str
@@ -235,14 +237,6 @@ class _Change:
     new_label: str
     new_state: ImageState
     new_reviewed: bool
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _FolderLock:
@@ -355,13 +349,8 @@ class Journal:
     def _check_columns(self) -> None:
         """A :class:`DataError` when a cleaner table already there lacks a column it reads
         (``CREATE TABLE IF NOT EXISTS`` leaves a planted or older table as it is)."""
-        missing: list[str] = []
-        for table, columns in _COLUMNS.items():
-            rows = self.connection.execute(f"PRAGMA table_info({table})").fetchall()
-            have = {row[1] for row in rows}
-            if have and set(columns) - have:
-                names = ", ".join(name for name in columns if name not in have)
-                missing.append(f"{table} lacks {names}")
+        lacking = missing_columns(self.connection, _COLUMNS, present_only=True)
+        missing = [f"{table} lacks {', '.join(names)}" for table, names in lacking.items()]
         if missing:
             manifest = self.root / MANIFEST_NAME
             raise DataError(
@@ -497,7 +486,7 @@ class Journal:
                     if row["state"] == "active" and row["label"] == label:
                         continue
                     sha = row["sha256"]
-                sha = sha or file_sha256(path)
+                sha = sha or sha256_file(path)
                 updates.append((relative, label, sha, stat.st_size, stat.st_mtime_ns))
             vanished = [
                 row["id"] for row in known.values()
@@ -804,22 +793,12 @@ class Journal:
         """Keep the manifest's ``images`` row (path, label, status) in step with the file."""
         if entry.old_path == entry.new_path:
             return  # keep: the file and its manifest row stay as they are
-        if entry.old_state == "deleted":  # back from the quarantine
-            found = db.execute(
-                "SELECT path FROM images WHERE quarantine_path = ?", (entry.old_path,)
-            ).fetchone()
-        else:
-            found = db.execute(
-                "SELECT path FROM images WHERE path = ?", (entry.old_path,)
-            ).fetchone()
+        found = image_row(db, entry.old_path, quarantined=entry.old_state == "deleted")
         if entry.new_state == "deleted":
-            values = {
-                "path": entry.old_path,
-                "label": entry.old_label,
-                "status": "deleted",
-                "reason": "deleted with ursa clean",
-                "quarantine_path": entry.new_path,
-            }
+            record = ImageRecord(
+                path=entry.old_path, sha256="", label=entry.old_label, status="deleted",
+                reason="deleted with ursa clean", quarantine_path=entry.new_path,
+            )  # fmt: skip
         else:
             # Relabeled means "not the label it had before any cleaning": an undo of a
             # delete keeps a relabel, an undo of the relabel (or a move back) clears it.
@@ -828,29 +807,19 @@ class Journal:
                 (entry.image_id,),
             ).fetchone()
             original = entry.old_label if first is None else first["old_label"]
-            status = "relabeled" if entry.new_label != original else "ok"
-            values = {"path": entry.new_path, "label": entry.new_label, "status": status,
-                      "reason": "", "quarantine_path": ""}  # fmt: skip
-        db.execute("DELETE FROM images WHERE path = :path AND path != :old",
-                   {"path": values["path"], "old": found["path"] if found else ""})  # fmt: skip
-        if found is not None:
-            db.execute(
-                "UPDATE images SET path = :path, label = :label, status = :status, "
-                "reason = :reason, quarantine_path = :quarantine_path WHERE path = :old",
-                {**values, "old": found["path"]},
-            )
-            return
-        sha = db.execute(
-            "SELECT sha256 FROM clean_images WHERE id = ?", (entry.image_id,)
-        ).fetchone()
-        split = ""
-        if self.split_folders:
-            split = "valid" if values["path"].split("/")[0].lower() in VALID_DIR_NAMES else "train"
-        db.execute(
-            "INSERT INTO images (path, sha256, label, split, status, reason, quarantine_path) "
-            "VALUES (:path, :sha256, :label, :split, :status, :reason, :quarantine_path)",
-            {**values, "sha256": sha["sha256"] if sha else "", "split": split},
-        )
+            status: Status = "relabeled" if entry.new_label != original else "ok"
+            record = ImageRecord(path=entry.new_path, sha256="", label=entry.new_label,
+                                 status=status)  # fmt: skip
+        if found is None:  # a file the manifest did not list: it gets its row now
+            sha = db.execute(
+                "SELECT sha256 FROM clean_images WHERE id = ?", (entry.image_id,)
+            ).fetchone()
+            split = ""
+            if self.split_folders:
+                valid = record.path.split("/")[0].lower() in VALID_DIR_NAMES
+                split = "valid" if valid else "train"
+            record = replace(record, sha256=sha["sha256"] if sha else "", split=split)
+        place_image_row(db, found, record)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -938,25 +907,6 @@ class Journal:
                 return
             folder = folder.parent
 
-    # -- the prediction cache ------------------------------------------------------------
-
-    def cached_probabilities(self, model_id: str) -> dict[str, str]:
-        """``{sha256: JSON list of probabilities}`` stored for ``model_id``."""
-        rows = self._query(
-            "SELECT sha256, probabilities FROM clean_predictions WHERE model_id = ?", (model_id,)
-        )
-        typed = (_typed(row, "clean_predictions", ("sha256", "probabilities")) for row in rows)
-        return {row["sha256"]: row["probabilities"] for row in typed}
-
-    def store_probabilities(self, model_id: str, rows: Sequence[tuple[str, str]]) -> None:
-        """Remember ``(sha256, JSON probabilities)`` pairs for ``model_id``."""
-        with self._lock.thread_lock, self._transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO clean_predictions (model_id, sha256, probabilities) "
-                "VALUES (?, ?, ?)",
-                [(model_id, sha, probabilities) for sha, probabilities in rows],
-            )
-
 
 def _kind(state: ImageState, path: str) -> RowKind:
     """Where the path of an image in ``state`` lies: a class folder, or the quarantine
@@ -985,27 +935,7 @@ def _stat(path: Path) -> tuple[int, int]:
 def _typed(row: sqlite3.Row, table: str, names: Sequence[str] | None = None) -> dict[str, Any]:
     """The row's columns that the cleaner reads (or ``names`` of them), each of the type
     :data:`_COLUMNS` gives; else a :class:`DataError` naming the row and the column."""
-    kinds = _COLUMNS[table]
-    values = {name: row[name] for name in (names or kinds)}
-    for name, value in values.items():
-        kind = kinds[name]
-        if isinstance(kind, tuple):
-            fits, wanted = value in kind and isinstance(value, str), f"one of {', '.join(kind)}"
-        elif kind == "text":
-            fits, wanted = isinstance(value, str), "text"
-        else:
-            whole = isinstance(value, int) and not isinstance(value, bool)
-            fits, wanted = whole or (value is None and kind == "int?"), "a whole number"
-        if not fits:
-            shown = repr(value)
-            key = values.get("id", values.get("path", values.get("sha256")))
-            raise DataError(
-                f"{MANIFEST_NAME}: {table} row {key!r} has {name} = "
-                f"{shown[:60] + '…' if len(shown) > 60 else shown}, not {wanted}; the manifest "
-                f"may come from someone else: move it aside (its cleaning history goes with it) "
-                f"and run `ursa verify` to rebuild it from the files"
-            )
-    return values
+    return typed_row(row, table, _COLUMNS[table], names)
 
 
 def _image(row: sqlite3.Row) -> CleanImage:

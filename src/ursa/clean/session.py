@@ -10,7 +10,6 @@ hence its cached prediction).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -22,8 +21,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ursa.clean.journal import CleanImage, ImageState, Journal
+from ursa.clean.predictions import PredictionCache
 from ursa.clean.thumbnails import CACHE_DIR, Thumbnails
 from ursa.core.errors import DataError, ImageError
+from ursa.core.hashing import sha256_file
 from ursa.core.safepaths import is_within
 
 if TYPE_CHECKING:
@@ -116,13 +117,15 @@ class CleanSession:
             _check_classes(journal, images, class_names)
             splits, problems = _splits(journal, images, model)
             model_id = _model_id(Path(bundle), type(model).__name__)
-            cached = journal.cached_probabilities(model_id)
+            with PredictionCache(journal.root) as cache:
+                cached = cache.probabilities(model_id)
             missing = {i.sha256: journal.file(i) for i in images}
             missing = {sha: p for sha, p in missing.items() if sha not in cached}
             missing = {sha: p for sha, p in missing.items() if sha not in problems}
             say(f"{len(images)} images; predicting {len(missing)} (the rest are cached)")
             fresh, failed = _predict(model, missing, batch_size)
-            journal.store_probabilities(model_id, list(fresh.items()))
+            with PredictionCache(journal.root) as cache:
+                cache.store(model_id, list(fresh.items()))
             problems.update(failed)
             probabilities = {
                 sha: np.asarray(json.loads(text), dtype=np.float64)
@@ -250,11 +253,7 @@ def _splits(
 
 
 def _model_id(bundle: Path, backend: str) -> str:
-    digest = hashlib.sha256()
-    with bundle.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return f"{digest.hexdigest()[:32]}:{backend}"
+    return f"{sha256_file(bundle)[:32]}:{backend}"
 
 
 def _predict(

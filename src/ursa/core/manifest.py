@@ -38,11 +38,11 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, get_args
 
 from ursa.core.atomic import atomic_write_bytes
 from ursa.core.errors import DataError
@@ -67,9 +67,15 @@ clean`` (whose lock it first was), ``ursa verify --fix`` / ``--restore`` and ``u
 SCHEMA_VERSION = 1
 
 Status = Literal["pending", "ok", "rejected", "deleted", "relabeled"]
-STATUSES: tuple[Status, ...] = ("pending", "ok", "rejected", "deleted", "relabeled")
+STATUSES: tuple[Status, ...] = get_args(Status)
 
-_SCHEMA = """
+
+def sql_values(values: Iterable[str]) -> str:
+    """``'a', 'b'``: a tuple of plain names as the inside of an SQL ``IN (...)``."""
+    return ", ".join(f"'{value}'" for value in values)
+
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS images (
     path TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL,
@@ -77,7 +83,7 @@ CREATE TABLE IF NOT EXISTS images (
     label TEXT NOT NULL,
     split TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL DEFAULT 'ok'
-        CHECK (status IN ('pending', 'ok', 'rejected', 'deleted', 'relabeled')),
+        CHECK (status IN ({sql_values(STATUSES)})),
     reason TEXT NOT NULL DEFAULT '',
     width INTEGER NOT NULL DEFAULT 0,
     height INTEGER NOT NULL DEFAULT 0,
@@ -194,12 +200,21 @@ _COLUMNS = {
 }
 
 
-def _missing_columns(connection: sqlite3.Connection) -> list[str]:
-    """``table.column`` for every column ursa reads that the database lacks."""
-    missing: list[str] = []
-    for table, columns in _COLUMNS.items():
+def missing_columns(
+    connection: sqlite3.Connection,
+    tables: Mapping[str, Iterable[str]],
+    *,
+    present_only: bool = False,
+) -> dict[str, list[str]]:
+    """``{table: [columns ursa reads that it lacks]}`` for the tables that lack any; with
+    ``present_only``, tables not there at all are left out (``CREATE TABLE IF NOT
+    EXISTS`` will make them)."""
+    missing: dict[str, list[str]] = {}
+    for table, columns in tables.items():
         have = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
-        missing += [f"{table}.{name}" for name in columns if name not in have]
+        lacking = [name for name in columns if name not in have]
+        if lacking and (have or not present_only):
+            missing[table] = lacking
     return missing
 
 
@@ -282,7 +297,11 @@ class Manifest:
                 with self.connection:
                     self.connection.executescript(_SCHEMA)
                     self.connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            missing = _missing_columns(self.connection)
+            missing = [
+                f"{table}.{name}"
+                for table, names in missing_columns(self.connection, _COLUMNS).items()
+                for name in names
+            ]
         except sqlite3.DatabaseError as error:
             with contextlib.suppress(AttributeError, sqlite3.Error):
                 self.connection.close()
@@ -310,13 +329,8 @@ class Manifest:
 
     def put(self, record: ImageRecord) -> None:
         """Insert ``record``, or replace the row with the same path."""
-        values = asdict(record)
-        columns = ", ".join(RECORD_FIELDS)
-        marks = ", ".join(f":{name}" for name in RECORD_FIELDS)
         with self.connection:
-            self.connection.execute(
-                f"INSERT OR REPLACE INTO images ({columns}) VALUES ({marks})", values
-            )
+            _insert(self.connection, record, replace=True)
 
     def update(self, path: str, **changes: Any) -> None:
         """Change some columns of the row at ``path``."""
@@ -436,7 +450,9 @@ class Manifest:
         rows = self.connection.execute(
             "SELECT * FROM quarantine WHERE restored_at = '' ORDER BY id DESC"
         )
-        return [QuarantineEntry(**_typed(row, QUARANTINE_FIELDS, "quarantine")) for row in rows]
+        return [
+            QuarantineEntry(**typed_row(row, "quarantine", _KINDS["quarantine"])) for row in rows
+        ]
 
     def mark_restored(self, entry: QuarantineEntry) -> None:
         with self.connection:
@@ -463,27 +479,92 @@ class Manifest:
         return len(records)
 
 
-_NUMBER_FIELDS = frozenset({"width", "height", "size_bytes", "id"})
+def image_row(db: sqlite3.Connection, path: str, *, quarantined: bool = False) -> str | None:
+    """The path (the key) of the ``images`` row of the file now at ``path``, or None when it
+    has none; for a file in the quarantine, ``path`` is where it lies there."""
+    column = "quarantine_path" if quarantined else "path"
+    found = db.execute(f"SELECT path FROM images WHERE {column} = ?", (path,)).fetchone()
+    return None if found is None else str(found[0])
 
 
-def _typed(row: sqlite3.Row, names: tuple[str, ...], table: str) -> dict[str, Any]:
-    """The row's ``names`` columns, each text or (for sizes and ids) a whole number; else
-    a :class:`DataError` naming the row (a manifest from elsewhere may hold anything)."""
-    values = {name: row[name] for name in names}
+def place_image_row(
+    db: sqlite3.Connection,
+    row: str | None,
+    record: ImageRecord,
+) -> None:
+    """Make ``images`` say where a file that moved now is, on ``db`` inside the caller's
+    transaction (the cleaner moves a file and records it in one).
+
+    ``row`` is the file's row (:func:`image_row`), whose ``path``, ``label``, ``status``,
+    ``reason`` and ``quarantine_path`` become ``record``'s (its provenance stays); with no
+    row, ``record`` is inserted. Another row at ``record.path`` is dropped first: the file
+    there now is this one.
+    """
+    db.execute("DELETE FROM images WHERE path = ? AND path != ?", (record.path, row or ""))
+    if row is None:
+        _insert(db, record)
+        return
+    db.execute(
+        "UPDATE images SET path = :path, label = :label, status = :status, reason = :reason, "
+        "quarantine_path = :quarantine_path WHERE path = :row",
+        {**asdict(record), "row": row},
+    )
+
+
+def _insert(db: sqlite3.Connection, record: ImageRecord, *, replace: bool = False) -> None:
+    columns = ", ".join(RECORD_FIELDS)
+    marks = ", ".join(f":{name}" for name in RECORD_FIELDS)
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    db.execute(f"{verb} INTO images ({columns}) VALUES ({marks})", asdict(record))
+
+
+ColumnKind = str | tuple[str, ...]
+"""What a column read from ``ursa.sqlite`` must hold: ``"text"``, ``"int"`` (a whole
+number), ``"int?"`` (or NULL), or a tuple of the only values (text) it may take."""
+
+_KINDS: dict[str, dict[str, ColumnKind]] = {
+    "images": {
+        name: "int" if name in ("width", "height", "size_bytes") else "text"
+        for name in RECORD_FIELDS
+    }
+    | {"status": STATUSES},
+    "quarantine": {name: "int" if name == "id" else "text" for name in QUARANTINE_FIELDS},
+}
+
+
+def typed_row(
+    row: sqlite3.Row,
+    table: str,
+    kinds: Mapping[str, ColumnKind],
+    names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The row's columns named in ``kinds`` (or ``names`` of them), each of its kind; else a
+    :class:`DataError` naming the row and the column (a table in a shared ``ursa.sqlite``
+    may have been written by anyone and hold anything)."""
+    values = {name: row[name] for name in (names or kinds)}
     for name, value in values.items():
-        number = name in _NUMBER_FIELDS
-        if isinstance(value, bool) or not isinstance(value, int if number else str):
-            key = values.get("path", values.get("id"))
+        kind = kinds[name]
+        if isinstance(kind, tuple):
+            fits, wanted = value in kind and isinstance(value, str), f"one of {', '.join(kind)}"
+        elif kind == "text":
+            fits, wanted = isinstance(value, str), "text"
+        else:
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            fits, wanted = whole or (value is None and kind == "int?"), "a whole number"
+        if not fits:
+            shown = repr(value)
+            key = values.get("id", values.get("path", values.get("sha256")))
             raise DataError(
-                f"{MANIFEST_NAME}: {table} row {key!r} has {name} = {value!r}, not "
-                f"{'a whole number' if number else 'text'}; the manifest may come from someone "
-                f"else: move it aside and run `ursa verify` to rebuild it from the files"
+                f"{MANIFEST_NAME}: {table} row {key!r} has {name} = "
+                f"{shown[:60] + '…' if len(shown) > 60 else shown}, not {wanted}; the manifest "
+                f"may come from someone else: move it aside (any cleaning history goes with "
+                f"it) and run `ursa verify` to rebuild it from the files"
             )
     return values
 
 
 def _record(row: sqlite3.Row) -> ImageRecord:
-    return ImageRecord(**_typed(row, RECORD_FIELDS, "images"))
+    return ImageRecord(**typed_row(row, "images", _KINDS["images"]))
 
 
 def export_to_file(root: Path, output: Path, fmt: Literal["csv", "json"]) -> int:
