@@ -7,7 +7,6 @@ from typer.testing import CliRunner
 
 from tests.export.bundles import copy_bundle
 from ursa.cli import app
-from ursa.core.bundle import read_bundle, write_bundle
 
 runner = CliRunner()
 
@@ -40,17 +39,6 @@ def test_predict_keeps_the_file_table(tiny_served: tuple[Path, Path]) -> None:
     assert result.exit_code == 0 and image.name in result.output
     result = runner.invoke(app, ["predict", str(tiny_served[0]), "nothing/*.jpg"])
     assert result.exit_code == 1 and "no image files match" in result.output
-
-
-def test_serve_refuses_a_bundle_without_onnx(
-    tiny_served: tuple[Path, Path], tmp_path: Path
-) -> None:
-    plain = read_bundle(tiny_served[0])
-    path = write_bundle(tmp_path / "p.ursa", plain.config, b"w", plain.metrics)
-    result = runner.invoke(app, ["serve", str(path)])
-    assert result.exit_code == 1 and "--onnx" in result.output and "Traceback" not in result.output
-    result = runner.invoke(app, ["serve", str(tiny_served[0]), "--provider", "quantum"])
-    assert result.exit_code == 1 and "use one of cpu, cuda, tensorrt" in result.output
 
 
 def test_bench_reports_every_configuration(tiny_served: tuple[Path, Path], tmp_path: Path) -> None:

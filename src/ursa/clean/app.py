@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import sqlite3
 import sys
 import threading
@@ -106,17 +105,11 @@ def page_url(settings: CleanSettings) -> str:
 
 
 def check_port(settings: CleanSettings) -> None:
-    """Fail with a message to act on, before anything starts, when the port is taken."""
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((settings.host, settings.port))
-        except OSError as error:
-            raise UrsaError(
-                f"cannot listen on {settings.host}:{settings.port} ({error.strerror}); is another "
-                f"ursa clean running there? Pass --port with a free port"
-            ) from None
+    """Fail with a message to act on, before anything starts, when the port is taken
+    (the check ``ursa serve`` makes too: :func:`ursa.serve.app.check_port`)."""
+    from ursa.serve.app import check_port as check
+
+    check(settings.host, settings.port, command="ursa clean")
 
 
 def has_display() -> bool:

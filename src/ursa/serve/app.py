@@ -11,8 +11,10 @@ first-request deadline are ``ursa serve``'s (:mod:`ursa.serve.connections`).
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -20,6 +22,7 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from ursa.core.errors import ConfigError, UrsaError
 from ursa.core.version import __version__
 from ursa.serve.guard import HostCheckMiddleware, SecurityHeadersMiddleware
 from ursa.serve.limits import BodyLimitMiddleware, return_freed_memory
@@ -78,6 +81,47 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.add_middleware(HostCheckMiddleware, names=settings.host_names())
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def check_port(host: str, port: int, *, command: str) -> None:
+    """Fail with a line to act on, before anything loads, when ``command`` (``ursa serve``,
+    ``ursa clean``) could not listen on ``host:port``: the port taken or not allowed (pass
+    another ``--port``, one found free is named), or the address not this machine's
+    (pass another ``--host``)."""
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port {port}: use a port from 1 to 65535")
+    place = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        _bind(host, port)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if error.errno in (errno.EADDRINUSE, errno.EACCES):
+            free = next((p for p in range(port + 1, min(port + 50, 65536)) if _free(host, p)), 0)
+            hint = f"pass --port with a free port{f', e.g. --port {free}' if free else ''}"
+            raise UrsaError(
+                f"cannot listen on {place} ({reason}): is another {command} or another server "
+                f"running there? {hint[0].upper()}{hint[1:]}"
+            ) from None
+        raise UrsaError(
+            f"cannot listen on {place} ({reason}): pass --host with an address of this "
+            f"machine (127.0.0.1 for this machine only, 0.0.0.0 for every address)"
+        ) from None
+
+
+def _bind(host: str, port: int) -> None:
+    """Bind and release ``host:port`` as the server will (SO_REUSEADDR, as uvicorn sets)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
+def _free(host: str, port: int) -> bool:
+    try:
+        _bind(host, port)
+    except OSError:
+        return False
+    return True
 
 
 def run(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
