@@ -16,7 +16,7 @@ from ursa.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from ursa.gather.download import DownloadReport
-    from ursa.gather.search import SearchProvider
+    from ursa.gather.search import LicenseFilter, SearchProvider
 
 
 def gather(
@@ -95,11 +95,13 @@ def _provider(
     )  # fmt: skip
 
 
-def _license(text: str) -> Literal["any", "commercial", "modification"]:
-    for choice in ("any", "commercial", "modification"):
+def _license(text: str) -> LicenseFilter:
+    from ursa.gather.search import LICENSE_FILTERS
+
+    for choice in LICENSE_FILTERS:
         if text == choice:
             return choice
-    raise ConfigError(f"--license {text}: use any, commercial or modification")
+    raise ConfigError(f"--license {text}: use one of {', '.join(LICENSE_FILTERS)}")
 
 
 def _format(text: str) -> Literal["csv", "json"]:

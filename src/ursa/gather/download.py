@@ -42,7 +42,13 @@ from ursa.core.errors import ConfigError, DataError, ImageError
 from ursa.core.imageio import MAX_PIXELS, open_image
 from ursa.core.manifest import PART_PREFIX, ImageRecord, Manifest, now, url_key
 from ursa.core.safepaths import outside_link
-from ursa.gather.search import LicenseFilter, SearchProvider, SearchResult, clean_text
+from ursa.gather.search import (
+    LICENSE_FILTERS,
+    LicenseFilter,
+    SearchProvider,
+    SearchResult,
+    clean_text,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -684,8 +690,8 @@ class GatherConfig:
             problems.append(f"query={self.query!r}: put {{}} where the class name goes")
         if self.per_class < 1:
             problems.append(f"per_class={self.per_class}: use 1 or more")
-        if self.license not in ("any", "commercial", "modification"):
-            problems.append(f"license={self.license!r}: use any, commercial or modification")
+        if self.license not in LICENSE_FILTERS:
+            problems.append(f"license={self.license!r}: use one of {', '.join(LICENSE_FILTERS)}")
         if self.candidates < 1:
             problems.append(f"candidates={self.candidates}: use 1 or more")
         if problems:

@@ -26,7 +26,15 @@ from ursa.core.items import Item, find_split_folders
 from ursa.core.manifest import MANIFEST_NAME, ImageRecord, Manifest
 from ursa.core.version import __version__
 from ursa.data.core import ImageData
-from ursa.verify.checks import FileFacts, Finding, VerifyConfig, find_duplicates, inspect_file
+from ursa.verify.checks import (
+    COPY_KINDS,
+    CROSS_CLASS_KINDS,
+    FileFacts,
+    Finding,
+    VerifyConfig,
+    find_duplicates,
+    inspect_file,
+)
 
 if TYPE_CHECKING:
     from ursa.interpret.interpretation import Interpretation, TopLoss
@@ -35,8 +43,6 @@ if TYPE_CHECKING:
 FEW_TRAIN_IMAGES = 30
 #: A class with fewer validation images than this has a recall too noisy to trust.
 FEW_VALID_IMAGES = 10
-#: Findings of ``ursa.verify.checks`` that matter for what the metrics mean.
-LEAK_KINDS = ("leak", "cross-class duplicate", "cross-class near-duplicate")
 #: Rows shown in long tables before "and N more".
 MAX_ROWS = 50
 
@@ -191,13 +197,13 @@ def known_limits(
             f"validation metrics are optimistic. Remove the copies (`ursa verify DATA --fix` "
             f"quarantines duplicates) and retrain. E.g. {_pairs(leaks)}."
         )
-    crossed = [f for f in findings if f.kind.startswith("cross-class")]
+    crossed = [f for f in findings if f.kind in CROSS_CLASS_KINDS]
     if crossed:
         limits.append(
             f"{len(crossed)} picture(s) appear in two classes: mislabeled or ambiguous, they "
             f"teach the model contradictions. E.g. {_pairs(crossed)}."
         )
-    copies = [f for f in findings if f.kind in ("duplicate", "near-duplicate")]
+    copies = [f for f in findings if f.kind in COPY_KINDS]
     if copies:
         limits.append(
             f"{len(copies)} image(s) are copies of another image in the same class and split: "

@@ -59,6 +59,15 @@ from ursa.core.manifest import (
 from ursa.core.safepaths import relative_problem
 
 Action = Literal["quarantine", "flag"]
+Kind = Literal[
+    "unreadable", "too-small", "duplicate", "near-duplicate", "leak",
+    "cross-class duplicate", "cross-class near-duplicate",
+]  # fmt: skip
+"""What a finding is (the table of the module docstring)."""
+COPY_KINDS: tuple[Kind, ...] = ("duplicate", "near-duplicate")
+"""A copy within one class and split."""
+CROSS_CLASS_KINDS: tuple[Kind, ...] = ("cross-class duplicate", "cross-class near-duplicate")
+"""The same picture in two classes."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,7 @@ class FileFacts:
     size_bytes: int
     problem: str
     """Why the file is unusable; empty when it is fine."""
-    kind: str = ""
+    kind: Literal["", "unreadable", "too-small"] = ""
     """unreadable or too-small when ``problem`` is set."""
 
 
@@ -111,7 +120,7 @@ class FileFacts:
 class Finding:
     """One thing wrong with one file."""
 
-    kind: str
+    kind: Kind
     path: str
     """The file concerned (relative to the dataset folder)."""
     other: str
@@ -331,7 +340,7 @@ def _relation(copy: FileFacts, keeper: FileFacts, action: Action) -> Finding:
     detail = "identical bytes" if exact else f"perceptual distance {distance}/64"
     crosses_split = bool(copy.split and keeper.split and copy.split != keeper.split)
     if copy.label != keeper.label:
-        kind = "cross-class duplicate" if exact else "cross-class near-duplicate"
+        kind: Kind = CROSS_CLASS_KINDS[0] if exact else CROSS_CLASS_KINDS[1]
         detail += f"; labelled {copy.label} here and {keeper.label} there"
         if crosses_split:
             detail += "; also across train/valid"
@@ -339,7 +348,7 @@ def _relation(copy: FileFacts, keeper: FileFacts, action: Action) -> Finding:
         kind = "leak"
         detail += f"; a {keeper.split} image repeated in {copy.split}"
     else:
-        kind = "duplicate" if exact else "near-duplicate"
+        kind = COPY_KINDS[0] if exact else COPY_KINDS[1]
     return Finding(kind, copy.path, keeper.path, detail, action)
 
 
@@ -370,7 +379,9 @@ def verify_folder(
             record_facts(manifest, facts)
     report = VerifyReport(folder, len(facts), recorded=recorded)
     report.findings.extend(
-        Finding(f.kind, f.path, "", f.problem, "quarantine") for f in facts if f.problem
+        Finding(f.kind or "unreadable", f.path, "", f.problem, "quarantine")
+        for f in facts
+        if f.problem
     )
     report.findings.extend(find_duplicates(facts, config.near_threshold))
     return report
