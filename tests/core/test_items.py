@@ -7,6 +7,7 @@ import pytest
 from tests.conftest import make_class_folder
 from ursa.core.errors import ConfigError, DataError
 from ursa.core.items import Item, random_split
+from ursa.core.preprocess import MAX_SIZE, MIN_SIZE, PreprocessConfig
 from ursa.data.core import DataConfig, ImageData
 
 
@@ -101,3 +102,15 @@ def test_data_config_lists_every_problem() -> None:
     message = str(caught.value)
     for field in ("size=4", "valid_pct=1.5", "batch_size=0", "augment='wild'"):
         assert field in message
+
+
+@pytest.mark.parametrize("size", [4, 4096, 224.0, True])
+def test_the_data_settings_refuse_the_sizes_a_bundle_refuses(size: object) -> None:
+    """One size check: a data setting that training would accept but its bundle could not
+    hold (a side over MAX_SIZE) is refused at once, with the same line."""
+    with pytest.raises(ConfigError) as data:
+        DataConfig(size=size)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as bundle:
+        PreprocessConfig(size=size)  # type: ignore[arg-type]
+    line = f"size={size!r}: use a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}"
+    assert line in str(data.value) and line in str(bundle.value)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -22,8 +22,8 @@ ResizeMethod = Literal["crop", "pad", "squish"]
 Interpolation = Literal["bicubic", "bilinear", "nearest"]
 PadMode = Literal["zeros", "border", "reflection"]
 
-RESIZE_METHODS: tuple[str, ...] = ("crop", "pad", "squish")
-PAD_MODES: tuple[str, ...] = ("zeros", "border", "reflection")
+RESIZE_METHODS: tuple[ResizeMethod, ...] = get_args(ResizeMethod)
+PAD_MODES: tuple[PadMode, ...] = get_args(PadMode)
 _NUMPY_PAD = {"border": "edge", "reflection": "reflect"}
 _PIL_FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -49,6 +49,21 @@ def _three_numbers(value: object) -> tuple[float, float, float] | None:
     if not all(math.isfinite(v) for v in numbers):
         return None
     return numbers  # type: ignore[return-value]
+
+
+def resize_problems(size: object, resize: object, pad_mode: object) -> list[str]:
+    """What is wrong with an input side, resize method and pad mode, one line each (the
+    settings checks of the data, of training and of a bundle's preprocessing all use it)."""
+    problems = []
+    if type(size) is not int or not MIN_SIZE <= size <= MAX_SIZE:
+        problems.append(
+            f"size={size!r}: use a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}"
+        )
+    if resize not in RESIZE_METHODS:
+        problems.append(f"resize={resize!r}: use one of {', '.join(RESIZE_METHODS)}")
+    if pad_mode not in PAD_MODES:
+        problems.append(f"pad_mode={pad_mode!r}: use one of {', '.join(PAD_MODES)}")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -80,15 +95,7 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         if isinstance(self.input, dict):  # as to_dict() writes it
             object.__setattr__(self, "input", source_from_dict(self.input))
-        problems = []
-        if type(self.size) is not int or not MIN_SIZE <= self.size <= MAX_SIZE:
-            problems.append(
-                f"size={self.size!r}: use a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}"
-            )
-        if self.resize not in RESIZE_METHODS:
-            problems.append(f"resize={self.resize!r}: use one of {', '.join(RESIZE_METHODS)}")
-        if self.pad_mode not in PAD_MODES:
-            problems.append(f"pad_mode={self.pad_mode!r}: use one of {', '.join(PAD_MODES)}")
+        problems = resize_problems(self.size, self.resize, self.pad_mode)
         if self.interpolation not in _PIL_FILTERS:
             problems.append(
                 f"interpolation={self.interpolation!r}: use one of {', '.join(_PIL_FILTERS)}"

@@ -22,12 +22,11 @@ from ursa.core.items import (
     split_by_folder,
 )
 from ursa.core.preprocess import (
-    PAD_MODES,
-    RESIZE_METHODS,
     PadMode,
     PreprocessConfig,
     ResizeMethod,
     decode_size,
+    resize_problems,
 )
 from ursa.core.safepaths import class_name_problem
 from ursa.core.sources import IMAGE_INPUT, InputSource
@@ -96,13 +95,7 @@ class DataConfig:
     (:mod:`ursa.data.cache`); False decodes every file every epoch."""
 
     def __post_init__(self) -> None:
-        problems = []
-        if not isinstance(self.size, int) or self.size < 8:
-            problems.append(f"size={self.size!r}: use a whole number of pixels, at least 8")
-        if self.resize not in RESIZE_METHODS:
-            problems.append(f"resize={self.resize!r}: use one of {', '.join(RESIZE_METHODS)}")
-        if self.pad_mode not in PAD_MODES:
-            problems.append(f"pad_mode={self.pad_mode!r}: use one of {', '.join(PAD_MODES)}")
+        problems = resize_problems(self.size, self.resize, self.pad_mode)
         if not 0.0 <= self.valid_pct < 1.0:
             problems.append(
                 f"valid_pct={self.valid_pct}: use a fraction from 0 up to 1 (exclusive)"
