@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from tests.export.bundles import shared_tiny_bundle
-from tests.serve.client import multipart, running_server
+from tests.serve.client import Labels, multipart, running_server, samples
 from ursa.core.errors import ImageError
 from ursa.core.imageio import open_image
 from ursa.serve.bench import ServerProcess
@@ -69,10 +69,17 @@ def _reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def _metrics(port: int, source: str = "127.0.0.1") -> dict[str, str]:
+def _metrics(port: int, source: str = "127.0.0.1") -> dict[tuple[str, Labels], float]:
+    """``{(name, labels): value}`` of every sample of ``/metrics`` (see ``samples``)."""
     status, text, _ = _get(port, "/metrics", source=source)
     assert status == 200
-    return dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    return samples(text)
+
+
+def _requests(method: str, path: str, status: int) -> tuple[str, Labels]:
+    """The key of the request counter's sample for these labels."""
+    labels = (("method", method), ("path", path), ("status", str(status)))
+    return "ursa_http_requests_total", labels
 
 
 def _wait_in_flight(
@@ -81,7 +88,7 @@ def _wait_in_flight(
     """Until the server is answering ``at_least`` requests (the /metrics one included)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if int(_metrics(port, source)["ursa_http_requests_in_flight"]) >= at_least:
+        if _metrics(port, source)["ursa_http_requests_in_flight", ()] >= at_least:
             return
         time.sleep(0.05)
     raise AssertionError(f"the server never had {at_least} requests in flight")
@@ -185,8 +192,7 @@ def test_slow_body_times_out_with_408(tiny_served: tuple[Path, Path]) -> None:
         assert head.startswith(b"HTTP/1.1 408"), raw[:200]
         assert b"connection: close" in head.lower()
         assert "URSA_BODY_TIMEOUT" in json.loads(body)["detail"]
-        timed_out = 'ursa_http_requests_total{path="/predict",method="POST",status="408"}'
-        assert _metrics(server.port).get(timed_out) == "1"
+        assert _metrics(server.port).get(_requests("POST", "/predict", 408)) == 1
 
 
 def test_silent_connection_is_closed_after_the_body_timeout(
@@ -336,7 +342,7 @@ def test_full_queue_still_answers_503_and_is_counted(
         status, answer, headers = _post(server.port, body, path="/predict/batch", content_type=kind)
         assert status == 503 and "URSA_MAX_QUEUE" in answer["detail"]
         assert headers.get("retry-after") == "1"
-        assert _metrics(server.port)["ursa_admission_rejected_total"] == "1"
+        assert _metrics(server.port)["ursa_admission_rejected_total", ()] == 1
 
 
 # --- item 4: decoded memory ----------------------------------------------------------------
@@ -558,13 +564,13 @@ def test_client_disconnect_mid_body_is_a_client_close_not_a_500(
             sock = _slow_body(server.port)
             sock.sendall(b"\x00" * 1000)
             sock.close()
-        closed = 'ursa_http_requests_total{path="/predict",method="POST",status="499"}'
+        closed = _requests("POST", "/predict", 499)
         deadline = time.monotonic() + 20
-        while _metrics(server.port).get(closed) != "10" and time.monotonic() < deadline:
+        while _metrics(server.port).get(closed) != 10 and time.monotonic() < deadline:
             time.sleep(0.05)
         lines = _metrics(server.port)
-        assert lines.get(closed) == "10", lines
-        assert not [key for key in lines if 'status="500"' in key], lines
+        assert lines.get(closed) == 10, lines
+        assert not [key for key in lines if ("status", "500") in key[1]], lines
     assert server.process.stderr is not None
     log = server.process.stderr.read().decode(errors="replace")
     assert "Traceback" not in log, log[:2000]
@@ -581,11 +587,11 @@ def test_made_up_methods_paths_and_statuses_collapse_to_other(server: ServerProc
         connection.request(f"M{index}X", f"/made/up/{index}")
         connection.getresponse().read()
         connection.close()
-    lines = _metrics(server.port)
-    series = [key for key in lines if key.startswith("ursa_http_requests_total{")]
+    counter = "ursa_http_requests_total"
+    series = [dict(labels) for name, labels in _metrics(server.port) if name == counter]
     assert len(series) < 30, series
-    methods = {key.split('method="')[1].split('"')[0] for key in series}
-    paths = {key.split('path="')[1].split('"')[0] for key in series}
+    methods = {labels["method"] for labels in series}
+    paths = {labels["path"] for labels in series}
     assert "other" in methods and not [m for m in methods if m.startswith("M")], methods
     assert not [p for p in paths if p.startswith("/made")], paths
 

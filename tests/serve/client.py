@@ -10,7 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from ursa.serve.bench import ServerProcess
+
+Labels = tuple[tuple[str, str], ...]
 
 
 @contextmanager
@@ -52,3 +56,13 @@ def multipart(files: Sequence[tuple[str, str, bytes]]) -> tuple[bytes, str]:
         parts.append(head.encode() + data + b"\r\n")
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
+
+
+def samples(text: str) -> dict[tuple[str, Labels], float]:
+    """``{(sample name, sorted (label, value) pairs): value}`` of a ``/metrics`` answer, read
+    with ``prometheus_client``'s parser of the text format (which fails on a malformed line)."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serve.client import multipart, request, running_server
+from tests.serve.client import multipart, request, running_server, samples
 from ursa.serve import Predictor
 from ursa.serve.batching import MicroBatcher
 from ursa.serve.bench import ServerProcess
@@ -127,15 +127,17 @@ def test_metrics_count_requests_by_status(
     request(server.port, "POST", "/predict", b"junk", "image/png")
     status, text = request(server.port, "GET", "/metrics")
     assert status == 200
-    lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-    ok = 'ursa_http_requests_total{path="/predict",method="POST",status="200"}'
-    bad = 'ursa_http_requests_total{path="/predict",method="POST",status="400"}'
-    assert int(lines[ok]) >= 3 and int(lines[bad]) >= 1
-    count = int(lines['ursa_http_request_duration_seconds_count{path="/predict"}'])
-    inf = int(lines['ursa_http_request_duration_seconds_bucket{path="/predict",le="+Inf"}'])
+    values = samples(text)  # Prometheus's own parser reads every line
+    predict = (("method", "POST"), ("path", "/predict"))
+    assert values["ursa_http_requests_total", (*predict, ("status", "200"))] >= 3
+    assert values["ursa_http_requests_total", (*predict, ("status", "400"))] >= 1
+    count = values["ursa_http_request_duration_seconds_count", (("path", "/predict"),)]
+    inf = values[
+        "ursa_http_request_duration_seconds_bucket", (("le", "+Inf"), ("path", "/predict"))
+    ]
     assert count == inf >= 4
-    assert lines["ursa_http_requests_in_flight"] == "1"  # this very request
-    assert int(lines["ursa_inference_images_total"]) >= 3
+    assert values["ursa_http_requests_in_flight", ()] == 1  # this very request
+    assert values["ursa_inference_images_total", ()] >= 3
 
 
 def test_full_queue_answers_503(tiny_served: tuple[Path, Path]) -> None:
@@ -178,4 +180,6 @@ def test_concurrent_images_share_one_model_run(tiny_served: tuple[Path, Path]) -
 
     labels = asyncio.run(scenario())
     assert labels == [p.label for p in predictor.predict_batch(images)]
-    assert (metrics.batches, metrics.batched_images) == (1, 8)
+    runs = metrics.registry.get_sample_value("ursa_inference_batches_total")
+    counted = metrics.registry.get_sample_value("ursa_inference_images_total")
+    assert (runs, counted) == (1, 8)

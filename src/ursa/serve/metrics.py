@@ -1,7 +1,9 @@
-"""Request metrics in the Prometheus text format, written by hand (no client library).
+"""Request metrics in the Prometheus text format, kept by ``prometheus_client``.
 
-Counted by a small ASGI middleware: requests by path and status, a latency
-histogram by path, requests in flight, and the micro-batches the model ran.
+Counted by a small ASGI middleware: requests by path, method and status, a latency
+histogram by path, requests in flight, the micro-batches the model ran and the prediction
+requests refused because the server was full. Each app has its own registry (never the
+library's global one), so two apps in one process, as in the tests, count apart.
 
 Every label takes a bounded set of values, so that scanners cannot grow the table:
 a path, method or status that is not known is counted as ``other``. A client that
@@ -11,9 +13,9 @@ hangs up before its answer is status ``499`` (nginx's "client closed request"), 
 from __future__ import annotations
 
 import http
-import threading
 import time
-from collections import defaultdict
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ursa.core.asgi import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,84 +60,59 @@ def status_label(status: int) -> str:
 
 
 class Metrics:
-    """Counters, one histogram and a gauge; safe to update from several threads."""
+    """The server's metrics, in a registry of their own; safe to update from several threads."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.latency_counts: dict[str, list[int]] = {}
-        self.latency_sum: dict[str, float] = defaultdict(float)
-        self.in_flight = 0
-        self.batches = 0
-        self.batched_images = 0
-        self.rejected_busy = 0
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ursa_http_requests",
+            "HTTP requests answered, by path, method, status (499: the client closed the "
+            "connection first; unknown values: other).",
+            ("path", "method", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ursa_http_request_duration_seconds",
+            "Time from request start to response.",
+            ("path",),
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "ursa_http_requests_in_flight",
+            "HTTP requests being answered now.",
+            registry=self.registry,
+        )
+        self.batches = Counter(
+            "ursa_inference_batches", "Model runs (micro-batches).", registry=self.registry
+        )
+        self.images = Counter(
+            "ursa_inference_images", "Images run through the model.", registry=self.registry
+        )
+        self.rejected_busy = Counter(
+            "ursa_admission_rejected",
+            "Prediction requests answered 503 because max_queue requests were in already.",
+            registry=self.registry,
+        )
 
     def observe(self, path: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request; ``path``, ``method`` and ``status`` are raw (each is
         mapped to its bounded label here)."""
         path = path_label(path)
-        with self._lock:
-            self.requests[(path, method_label(method), status_label(status))] += 1
-            counts = self.latency_counts.setdefault(path, [0] * (len(BUCKETS) + 1))
-            index = next((i for i, bound in enumerate(BUCKETS) if seconds <= bound), len(BUCKETS))
-            counts[index] += 1
-            self.latency_sum[path] += seconds
+        self.requests.labels(path, method_label(method), status_label(status)).inc()
+        self.latency.labels(path).observe(seconds)
 
     def rejected(self) -> None:
         """Count one request answered 503 because ``max_queue`` requests were in already."""
-        with self._lock:
-            self.rejected_busy += 1
+        self.rejected_busy.inc()
 
     def batch(self, size: int) -> None:
-        with self._lock:
-            self.batches += 1
-            self.batched_images += size
+        self.batches.inc()
+        self.images.inc(size)
 
     def render(self) -> str:
         """The Prometheus text exposition (version 0.0.4)."""
-        with self._lock:
-            lines = [
-                "# HELP ursa_http_requests_total HTTP requests answered, by path, method, status "
-                "(499: the client closed the connection first; unknown values: other).",
-                "# TYPE ursa_http_requests_total counter",
-            ]
-            for (path, method, status), count in sorted(self.requests.items()):
-                labels = f'path="{path}",method="{method}",status="{status}"'
-                lines.append(f"ursa_http_requests_total{{{labels}}} {count}")
-            lines += [
-                "# HELP ursa_http_request_duration_seconds Time from request start to response.",
-                "# TYPE ursa_http_request_duration_seconds histogram",
-            ]
-            for path, counts in sorted(self.latency_counts.items()):
-                running = 0
-                for bound, count in zip((*BUCKETS, float("inf")), counts, strict=True):
-                    running += count
-                    le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                    lines.append(
-                        f'ursa_http_request_duration_seconds_bucket{{path="{path}",le="{le}"}} '
-                        f"{running}"
-                    )
-                lines.append(
-                    f'ursa_http_request_duration_seconds_sum{{path="{path}"}} '
-                    f"{self.latency_sum[path]:.6f}"
-                )
-                lines.append(f'ursa_http_request_duration_seconds_count{{path="{path}"}} {running}')
-            lines += [
-                "# HELP ursa_http_requests_in_flight HTTP requests being answered now.",
-                "# TYPE ursa_http_requests_in_flight gauge",
-                f"ursa_http_requests_in_flight {self.in_flight}",
-                "# HELP ursa_inference_batches_total Model runs (micro-batches).",
-                "# TYPE ursa_inference_batches_total counter",
-                f"ursa_inference_batches_total {self.batches}",
-                "# HELP ursa_inference_images_total Images run through the model.",
-                "# TYPE ursa_inference_images_total counter",
-                f"ursa_inference_images_total {self.batched_images}",
-                "# HELP ursa_admission_rejected_total Prediction requests answered 503 because "
-                "max_queue requests were in already.",
-                "# TYPE ursa_admission_rejected_total counter",
-                f"ursa_admission_rejected_total {self.rejected_busy}",
-            ]
-        return "\n".join(lines) + "\n"
+        return generate_latest(self.registry).decode()
 
 
 class MetricsMiddleware:
@@ -165,13 +142,11 @@ class MetricsMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        with self.metrics._lock:
-            self.metrics.in_flight += 1
+        self.metrics.in_flight.inc()
         try:
             await self.app(scope, watch_receive, record_status)
         finally:
-            with self.metrics._lock:
-                self.metrics.in_flight -= 1
+            self.metrics.in_flight.dec()
             if status is None:  # no answer: the client left first, or the app failed
                 status = CLIENT_CLOSED if client_closed else 500
             self.metrics.observe(
