@@ -40,6 +40,7 @@ import PIL
 
 from ursa.core.bundle import INPUT_NAME, INT8_NAME, ONNX_NAME, OUTPUT_NAME, Bundle, read_bundle
 from ursa.core.errors import BundleError, ConfigError, UrsaError
+from ursa.core.hashing import sha256_file
 from ursa.core.version import __version__
 
 #: The onnxruntime-web release the pages are written and tested against (package.json pins it).
@@ -52,9 +53,9 @@ RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd
 SITE_FILES = (
     "index.html", "live.html", "pages.js", "upload.js", "live.js", "preprocess.js", "model.js",
 )  # fmt: skip
-#: Files the site shares with ``ursa serve``'s pages (one stylesheet for both), by their
-#: path in the ``ursa`` package.
-SHARED_FILES = {"style.css": "serve/static/style.css"}
+#: Files the site shares with ``ursa serve``'s pages (one stylesheet, and what the pages
+#: show: bars, the upload states, the live chart), by their path in the ``ursa`` package.
+SHARED_FILES = {"style.css": "serve/static/style.css", "views.js": "serve/static/views.js"}
 MANIFEST_NAME = "ursa-site.json"
 MODEL_CONFIG = "model/config.json"
 PRECISIONS = ("auto", "fp32", "int8")
@@ -216,14 +217,6 @@ def site_sources(runtime: Runtime, model: str) -> dict[str, str]:
     return sources
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     """A previous export's ``ursa-site.json``, or None when ``folder`` holds none (or a bad one)."""
     path = folder / MANIFEST_NAME
@@ -298,7 +291,7 @@ def check_target(target: Path, *, force: bool) -> list[str]:
         path = target / name
         if not _safe_relative(name) or path.is_symlink() or (path.exists() and not path.is_file()):
             raise WebExportError(f"{target}/{MANIFEST_NAME} lists {name!r}, not a site file")
-        if path.is_file() and _sha256(path) != entry.get("sha256"):
+        if path.is_file() and sha256_file(path) != entry.get("sha256"):
             raise WebExportError(
                 f"{path} was changed after ursa wrote it; move it out of {target} (or delete "
                 f"it) before exporting there again"
@@ -332,7 +325,7 @@ def _write_site(folder: Path, bundle: Bundle, member: str, runtime: Runtime) -> 
     files[MODEL_CONFIG] = {"source": "generated:model_config"}
     for name, entry in files.items():
         path = folder / name
-        entry |= {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        entry |= {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     manifest = {
         "format": "ursa-web-site",
         "schema_version": 1,

@@ -1,6 +1,6 @@
-// What the upload and live pages share: the model line, probability bars, a ring buffer
-// and percentiles. Plain browser JavaScript; every name is inserted as text, never as HTML.
-// (Adapted from ursa serve's pages, src/ursa/serve/static/common.js and live.js.)
+// The site's model line: what the browser loaded (or why not). What the pages show is in
+// views.js, which ursa serve's pages use too (ursa export --web copies it from there).
+// Plain browser JavaScript; every name is inserted as text, never as HTML.
 "use strict";
 
 const pages = {
@@ -23,50 +23,4 @@ const pages = {
       return null;
     }
   },
-
-  // Replace the children of <ol> with one bar per (label, probability) pair.
-  renderBars(list, top) {
-    list.replaceChildren();
-    for (const { label, probability } of top) {
-      const item = document.createElement("li");
-      const name = document.createElement("span");
-      name.className = "label";
-      name.textContent = label;
-      const track = document.createElement("span");
-      track.className = "track";
-      const fill = document.createElement("span");
-      fill.className = "fill";
-      fill.style.width = `${(probability * 100).toFixed(1)}%`;
-      track.append(fill);
-      const value = document.createElement("span");
-      value.className = "value";
-      value.textContent = `${(probability * 100).toFixed(1)} %`;
-      item.append(name, track, value);
-      list.append(item);
-    }
-  },
 };
-
-// A fixed-size ring buffer of numbers.
-class Ring {
-  constructor(size) { this.values = new Float64Array(size); this.count = 0; this.next = 0; }
-  push(value) {
-    this.values[this.next] = value;
-    this.next = (this.next + 1) % this.values.length;
-    this.count = Math.min(this.count + 1, this.values.length);
-  }
-  // Oldest first.
-  toArray() {
-    const out = [];
-    const start = this.count < this.values.length ? 0 : this.next;
-    for (let i = 0; i < this.count; i++) out.push(this.values[(start + i) % this.values.length]);
-    return out;
-  }
-}
-
-function percentile(values, fraction) {
-  if (!values.length) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const rank = Math.min(sorted.length - 1, Math.ceil(fraction * sorted.length) - 1);
-  return sorted[Math.max(0, rank)];
-}

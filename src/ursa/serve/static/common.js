@@ -1,4 +1,5 @@
-// Helpers shared by the upload and live pages. Plain browser JavaScript, no libraries.
+// What ursa serve's pages ask the server: its model, and predictions. Plain browser
+// JavaScript, no libraries (what they show is in views.js, shared with the web export).
 "use strict";
 
 const ursa = {
@@ -26,29 +27,6 @@ const ursa = {
       throw new Error(detail || `HTTP ${response.status}`);
     }
     return answer;
-  },
-
-  // Replace the children of <ol> with one bar per (label, probability) pair.
-  renderBars(list, top) {
-    list.replaceChildren();
-    for (const { label, probability } of top) {
-      const item = document.createElement("li");
-      const name = document.createElement("span");
-      name.className = "label";
-      name.textContent = label;
-      const track = document.createElement("span");
-      track.className = "track";
-      const fill = document.createElement("span");
-      fill.className = "fill";
-      fill.style.display = "block";
-      fill.style.width = `${(probability * 100).toFixed(1)}%`;
-      track.append(fill);
-      const value = document.createElement("span");
-      value.className = "value";
-      value.textContent = `${(probability * 100).toFixed(1)} %`;
-      item.append(name, track, value);
-      list.append(item);
-    }
   },
 
   async showModel(element) {
