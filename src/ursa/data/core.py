@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -187,8 +188,44 @@ def auto_batch_size(train_images: int) -> int:
 Splitter = Callable[[list[Item]], tuple[list[Item], list[Item]]]
 """Divides labelled items into (train, valid)."""
 
+REPR_CLASSES = 12
+"""Classes the repr of an :class:`ImageData` lists one by one (the rest are counted)."""
+REPR_ITEMS = 3
+"""Files the repr of an :class:`ImageData` names, of each split."""
 
-@dataclass
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Rows as aligned plain text (first column left, the others right), for reprs."""
+    cells = [[str(v) for v in header], *([str(v) for v in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            value.ljust(width) if i == 0 else value.rjust(width)
+            for i, (value, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in cells
+    )
+
+
+def html_table(
+    header: Sequence[str] | None, rows: Sequence[Sequence[object]], *, row_headers: bool = False
+) -> str:
+    """Rows as an HTML table for a notebook's ``_repr_html_``; every cell is escaped (class
+    names and paths come from files). ``row_headers``: the first cell of a row is a ``th``."""
+
+    def row_html(values: Sequence[object], tag: str) -> str:
+        first = "th" if row_headers else tag
+        return "<tr>" + "".join(
+            f"<{first if i == 0 else tag}>{html.escape(str(v))}</{first if i == 0 else tag}>"
+            for i, v in enumerate(values)
+        ) + "</tr>"  # fmt: skip
+
+    head = "" if header is None else f"<thead>{row_html(header, 'th')}</thead>"
+    body = "".join(row_html(row, "td") for row in rows)
+    return f"<table>{head}<tbody>{body}</tbody></table>"
+
+
+@dataclass(repr=False)  # the repr is written out below: short, never every path
 class ImageData:
     """Images with labels, split into training and validation sets.
 
@@ -512,6 +549,79 @@ class ImageData:
             text += f"; classes with fewer than 2 images: {listed}"
         return text
 
+    # -- what a notebook shows ------------------------------------------------------------
+
+    def _facts(self) -> list[tuple[str, str]]:
+        """(name, value) lines of the repr: folder, labels, split, input and the first files."""
+        config, spec = self.config, self.spec
+        labels = {
+            "folder": "folder names",
+            "regex": f"file names matching {spec.pattern!r}",
+            "csv": f"the table {spec.csv} (column {spec.label_col!r})",
+        }.get(spec.labels, spec.labels)
+        split = {
+            "random": f"random, valid_pct={config.valid_pct:g}, seed={config.seed}",
+            "folder": "the train/ and valid/ folders",
+            "column": f"the table's column {spec.split_col!r}",
+            "list": "a list of validation files",
+        }.get(spec.split, spec.split)
+        batch = f"{self.batch_size}" + (" (automatic)" if config.batch_size is None else "")
+        source = f"{config.input.kind} files, " if config.input.kind != "image" else ""
+        facts = [
+            ("folder", str(self.root)),
+            ("labels", labels),
+            ("split", split),
+            ("input", f"{source}{config.size} px, resize={config.resize}, "
+                      f"augment={config.augment_name}, batch {batch}"),
+        ]  # fmt: skip
+        for name, items in (("train", self.train_items), ("valid", self.valid_items)):
+            if items:
+                shown = ", ".join(self._item_name(i) for i in items[:REPR_ITEMS])
+                more = f", … {len(items) - REPR_ITEMS} more" if len(items) > REPR_ITEMS else ""
+                facts.append((f"{name} files", shown + more))
+        return facts
+
+    def _item_name(self, item: Item) -> str:
+        try:
+            name = item.path.relative_to(self.root).as_posix()
+        except ValueError:  # a table may name files beside the folder
+            name = item.path.name
+        return name if name.startswith(f"{item.label}/") else f"{name} ({item.label})"
+
+    def _class_rows(self) -> list[tuple[str, object, object]]:
+        """(class, training images, validation images) of the first :data:`REPR_CLASSES`
+        classes, then one row counting the rest."""
+        counts = self.counts()
+        rows: list[tuple[str, object, object]] = [
+            (name, counts["train"].get(name, 0), counts["valid"].get(name, 0))
+            for name in self.class_names[:REPR_CLASSES]
+        ]
+        hidden = self.class_names[REPR_CLASSES:]
+        if hidden:
+            train = sum(counts["train"].get(name, 0) for name in hidden)
+            valid = sum(counts["valid"].get(name, 0) for name in hidden)
+            rows.append((f"… {len(hidden)} more classes", train, valid))
+        return rows
+
+    def __repr__(self) -> str:
+        """A few lines: classes, images per class and split, the settings, the first files
+        (never every path: a dataset holds thousands)."""
+        width = max(len(name) for name, _ in self._facts())
+        lines = [f"ImageData: {self.summary()}"]
+        lines += [f"  {name.ljust(width)}  {value}" for name, value in self._facts()]
+        table = text_table(("class", "train", "valid"), self._class_rows())
+        lines += [""] + ["  " + line for line in table.splitlines()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The repr as HTML for a notebook: the summary, the settings, a table of classes."""
+        return (
+            f"<div><strong>ImageData</strong>: {html.escape(self.summary())}"
+            + html_table(None, self._facts(), row_headers=True)
+            + html_table(("class", "train", "valid"), self._class_rows())
+            + "</div>"
+        )
+
     def dataloaders(
         self, preprocess: PreprocessConfig, *, batch_augment: bool = False
     ) -> tuple[DataLoader[tuple[torch.Tensor, int]], DataLoader[tuple[torch.Tensor, int]]]:
@@ -600,16 +710,23 @@ class ImageData:
         return BatchAugment(settings, preprocess.mean, preprocess.std).to(device)
 
     def show_batch(
-        self, n: int = 16, split: str = "train", path: str | Path | None = None
+        self,
+        n: int = 16,
+        split: str = "train",
+        path: str | Path | None = None,
+        *,
+        seed: int | None = None,
     ) -> Figure:
         """A labelled grid of ``n`` images as the model sees them (training images augmented,
         validation images through the validation transform), shown un-normalised.
 
-        Returns a matplotlib Figure (a notebook shows it); ``path``: also write it as PNG.
+        Training images are a new random draw on every call; ``seed`` repeats one (its
+        title says its seed). Returns a matplotlib Figure, which a notebook shows as an
+        image; ``path``: also write it as PNG.
         """
         from ursa.data.show import show_batch
 
-        return show_batch(self, n=n, split=split, path=path)
+        return show_batch(self, n=n, split=split, path=path, seed=seed)
 
     def show_augmentations(
         self,

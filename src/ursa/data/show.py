@@ -2,19 +2,21 @@
 
 The figures are drawn with matplotlib's object API on an Agg canvas, never through
 pyplot, so nothing global changes (no backend switch, no open figures left behind):
-they work in scripts, tests and the CLI alike, and a notebook shows a returned
-``Figure``. Images go through the real loader transforms (training augmentation for
-"train", the validation transform for "valid") and are shown un-normalised.
+they work in scripts, tests and the CLI alike, and a notebook shows a returned figure
+as an image (:class:`InlineFigure`, which every figure of ursa is). Images go through
+the real loader transforms (training augmentation for "train", the validation
+transform for "valid") and are shown un-normalised.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +39,42 @@ MAX_TITLE = 22
 """Longest label drawn above an image; longer ones end in an ellipsis."""
 
 
+class InlineFigure(Figure):
+    """A matplotlib ``Figure`` that Jupyter, VS Code and Colab show as an image, no magic needed.
+
+    ursa draws its figures without pyplot, so nothing global changes. The price is that
+    IPython can show a plain ``Figure`` only after ``%matplotlib inline`` (or the first
+    pyplot import) has registered a formatter for the class; without one a cell ends in
+    the text ``<Figure size 600x650 with 9 Axes>``. IPython's display protocol also asks
+    the object itself for ``_repr_png_``, so this subclass answers it with the figure
+    drawn on its Agg canvas.
+
+    A subclass rather than a formatter registered with IPython: it needs no IPython
+    running when the figure is made (a figure made in a script and shown later works),
+    every front end that speaks the display protocol renders it, and the user's own
+    figures are left alone. Where ``%matplotlib inline`` is on, its formatter (found by
+    class first) draws the figure instead: one image either way.
+    """
+
+    def _repr_png_(self) -> bytes:
+        return png_bytes(self)
+
+
+def new_figure(width: float, height: float) -> InlineFigure:
+    """A ``width`` × ``height`` inch figure on its own Agg canvas, laid out so that labels
+    never overlap the axes (constrained layout)."""
+    figure = InlineFigure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def png_bytes(figure: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (white behind it)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    return buffer.getvalue()
+
+
 def display_config(data: ImageData) -> PreprocessConfig:
     """The preprocessing of ``data``'s settings, as a Learner would build it (the mean and
     std only matter for the round trip through normalisation, which display undoes)."""
@@ -53,30 +91,37 @@ def show_batch(
     split: str = "train",
     path: str | Path | None = None,
     preprocess: PreprocessConfig | None = None,
-) -> Figure:
+    seed: int | None = None,
+) -> InlineFigure:
     """A grid of up to ``n`` ``split`` images (fewer when the split has fewer), each titled
-    with its label. Training images are a seeded random draw, augmented as in training
-    (per image, whatever device trains); validation images are the first ``n``."""
+    with its label. Training images are a random draw, augmented as in training (per image,
+    whatever device trains): a new draw on every call, as fastai shows a new batch each
+    time; ``seed`` makes one draw again (the title says each draw's seed). Validation images
+    are the first ``n``, through the validation transform, the same on every call.
+
+    The draw never touches the caller's random generators (Python's, numpy's, torch's):
+    looking at the data changes nothing about the training that follows."""
     if split not in SPLITS:
         raise ConfigError(f"split={split!r}: use one of {', '.join(SPLITS)}")
     _check_count(n)
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise ConfigError(f"seed={seed!r}: use a whole number, 0 or more, or None for a new draw")
     config = preprocess or display_config(data)
     items = data.train_items if split == "train" else data.valid_items
     if not items:
         raise DataError(f"no {split} images to show; {data.summary()}")
     training = split == "train"
-    if training:
-        chosen = random.Random(data.config.seed).sample(items, min(n, len(items)))
-    else:
-        chosen = items[:n]
+    # A fresh seed from the operating system, not from the caller's generators.
+    draw = random.SystemRandom().randrange(2**31) if seed is None else seed
+    chosen = random.Random(draw).sample(items, min(n, len(items))) if training else items[:n]
     dataset = data.dataset(chosen, config, training=training)  # as the loader reads them
-    with _seeded(data.config.seed):
+    with _seeded(draw):
         pictures = [_picture(dataset[index][0], config) for index in range(len(chosen))]
     title = f"{split}: {len(chosen)} of {len(items)} images"
     if training:
-        title += f", augment={data.config.augment_name}"
+        title += f", augment={data.config.augment_name}, seed={draw}"
     figure = image_grid(pictures, [i.label for i in chosen], title=title)
-    return _written(figure, path)
+    return saved(figure, path)
 
 
 def show_augmentations(
@@ -86,7 +131,7 @@ def show_augmentations(
     n: int = 8,
     path: str | Path | None = None,
     preprocess: PreprocessConfig | None = None,
-) -> Figure:
+) -> InlineFigure:
     """One image under ``n`` draws of the training augmentation (random crop included).
 
     ``image``: a file (opened the way the data's files are: an audio clip becomes its
@@ -112,16 +157,17 @@ def show_augmentations(
     if data.config.augment == "none":
         title += " (no augmentation: each is the validation view)"
     figure = image_grid(pictures, [f"draw {k + 1}" for k in range(n)], title=title)
-    return _written(figure, path)
+    return saved(figure, path)
 
 
-def image_grid(pictures: Sequence[np.ndarray], titles: Sequence[str], *, title: str) -> Figure:
+def image_grid(
+    pictures: Sequence[np.ndarray], titles: Sequence[str], *, title: str
+) -> InlineFigure:
     """(H, W, 3) float images in [0, 1] in a near-square grid, one titled cell each."""
     count = len(pictures)
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
-    figure = Figure(figsize=(CELL_INCHES * columns, CELL_INCHES * rows + 0.5), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(CELL_INCHES * columns, CELL_INCHES * rows + 0.5)
     cells = figure.subplots(rows, columns, squeeze=False)
     for index, axes in enumerate(cells.flat):
         if index >= count:
@@ -142,7 +188,12 @@ def write_png(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
     return target
 
 
-def _written(figure: Figure, path: str | Path | None) -> Figure:
+FigureType = TypeVar("FigureType", bound=Figure)
+
+
+def saved(figure: FigureType, path: str | Path | None) -> FigureType:
+    """``figure``, first written as a PNG at ``path`` when a path is given (every ``plot*``
+    and ``show*`` of ursa returns its figure and writes it only when asked)."""
     if path is not None:
         write_png(figure, path)
     return figure

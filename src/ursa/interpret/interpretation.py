@@ -28,7 +28,7 @@ from ursa.core.preprocess import (
     prepare_input,
     resize_for_model,
 )
-from ursa.data.core import ImageData
+from ursa.data.core import ImageData, html_table, text_table
 from ursa.interpret import metrics
 from ursa.interpret.metrics import Calibration, ClassMetrics, Confusion
 
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("valid", "train", "all")
+REPR_CONFUSIONS = 5
+"""Most-confused pairs the repr of an :class:`Interpretation` lists."""
 
 
 @dataclass(frozen=True)
@@ -321,35 +323,95 @@ class Interpretation:
         size = self.summary.preprocess.size
         return np.concatenate(maps) if maps else np.zeros((0, size, size), dtype=np.float32)
 
-    def plot_confusion_matrix(self, normalize: bool = False, title: str = "") -> Figure:
+    # Every plot_* returns its figure (a notebook shows it as an image) and, given a
+    # ``path``, also writes it there as a PNG.
+
+    def plot_confusion_matrix(
+        self, normalize: bool = False, title: str = "", *, path: str | Path | None = None
+    ) -> Figure:
         """The confusion matrix as a figure: counts, or rows normalised to fractions."""
+        from ursa.data.show import saved
         from ursa.interpret.plots import confusion_figure
 
-        return confusion_figure(
+        figure = confusion_figure(
             self.confusion_matrix(), self.class_names, normalize=normalize, title=title
         )
+        return saved(figure, path)
 
-    def plot_top_losses(self, k: int = 9, heatmap: bool = False) -> Figure:
+    def plot_top_losses(
+        self, k: int = 9, heatmap: bool = False, *, path: str | Path | None = None
+    ) -> Figure:
         """The ``k`` highest-loss images titled predicted / actual / loss / p(actual);
         ``heatmap`` overlays Grad-CAM for the predicted class (where the model looked)."""
+        from ursa.data.show import saved
         from ursa.interpret.plots import top_losses_figure
 
         top = self.top_losses(k)
         images = [self.input_image(t.index) for t in top]
         maps = list(self.gradcam([t.index for t in top])) if heatmap else None
-        return top_losses_figure(images, [t.title for t in top], maps)
+        return saved(top_losses_figure(images, [t.title for t in top], maps), path)
 
-    def plot_calibration(self, bins: int = 10) -> Figure:
+    def plot_calibration(self, bins: int = 10, *, path: str | Path | None = None) -> Figure:
         """The reliability diagram, with the expected calibration error in its title."""
+        from ursa.data.show import saved
         from ursa.interpret.plots import reliability_figure
 
-        return reliability_figure(self.calibration(bins))
+        return saved(reliability_figure(self.calibration(bins)), path)
 
-    def plot_history(self) -> Figure | None:
-        """Losses and error rate per training epoch; None when the model has no history."""
+    def plot_history(self, path: str | Path | None = None) -> Figure | None:
+        """Losses and error rate per training epoch; None when the model has no history
+        (then nothing is written at ``path`` either)."""
+        from ursa.data.show import saved
         from ursa.interpret.plots import history_figure
 
-        return history_figure(self.summary.history)
+        figure = history_figure(self.summary.history)
+        return None if figure is None else saved(figure, path)
+
+    # -- what a notebook shows ------------------------------------------------------------
+
+    def _facts(self) -> list[tuple[str, str]]:
+        """(name, value) lines of the repr: the model, the split, the scores, the mistakes."""
+        wrong = int((self.predictions != self.targets).sum())
+        source = self.summary.source
+        return [
+            ("model", f"{self.summary.arch} ({source}), {len(self.class_names)} classes"),
+            ("split", f"{self.split}: {len(self.items)} images, {wrong} predicted wrong"),
+            ("accuracy", f"{self.accuracy:.4f}"),
+            ("loss", f"{self.loss:.4f}"),
+            ("calibration", f"expected calibration error {self.calibration().ece:.4f}"),
+        ]
+
+    def _confusion_rows(self) -> list[tuple[str, str, int]]:
+        confused = self.most_confused()[:REPR_CONFUSIONS]
+        return [(c.actual, c.predicted, c.count) for c in confused]
+
+    def __repr__(self) -> str:
+        """A few lines: the split, accuracy and loss, and the pairs most often confused."""
+        facts = self._facts()
+        width = max(len(name) for name, _ in facts)
+        lines = ["Interpretation"] + [f"  {name.ljust(width)}  {value}" for name, value in facts]
+        rows = self._confusion_rows()
+        if rows:
+            table = text_table(("actual", "predicted", "count"), rows)
+            lines += ["", "  most confused:"] + ["  " + line for line in table.splitlines()]
+        else:
+            lines.append("  no mistakes on this split")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The repr as HTML for a notebook: the scores and the most confused pairs."""
+        rows = self._confusion_rows()
+        confused = (
+            "<p>most confused:</p>" + html_table(("actual", "predicted", "count"), rows)
+            if rows
+            else "<p>no mistakes on this split</p>"
+        )
+        return (
+            "<div><strong>Interpretation</strong>"
+            + html_table(None, self._facts(), row_headers=True)
+            + confused
+            + "</div>"
+        )
 
     # -- files ---------------------------------------------------------------------------
 

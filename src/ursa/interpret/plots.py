@@ -1,39 +1,25 @@
 """The interpretation's figures, drawn with matplotlib's object API on the Agg canvas.
 
 No pyplot: nothing global is touched, so the figures work in scripts, tests,
-servers and notebooks alike (a notebook shows a returned ``Figure``).
+servers and notebooks alike; each is an :class:`~ursa.data.show.InlineFigure`, which a
+notebook shows as an image.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ursa.data.show import InlineFigure, new_figure
+from ursa.data.show import png_bytes as png_bytes  # the report's PNGs, one definition
 from ursa.interpret.metrics import Calibration
 
 #: Longest class name shown on an axis; longer ones are cut with an ellipsis.
 MAX_LABEL = 24
-
-
-def new_figure(width: float, height: float) -> Figure:
-    """A figure on its own Agg canvas, laid out so labels never overlap the axes."""
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def png_bytes(figure: Figure, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, facecolor="white")
-    return buffer.getvalue()
 
 
 def _short(name: str) -> str:
@@ -42,7 +28,7 @@ def _short(name: str) -> str:
 
 def confusion_figure(
     matrix: np.ndarray, class_names: Sequence[str], *, normalize: bool = False, title: str = ""
-) -> Figure:
+) -> InlineFigure:
     """The confusion matrix (rows actual, columns predicted), readable from 2 to 100+ classes.
 
     The figure grows with the number of classes up to a cap; tick labels shrink
@@ -110,7 +96,7 @@ def top_losses_figure(
     images: Sequence[np.ndarray],
     titles: Sequence[str],
     heatmaps: Sequence[np.ndarray] | None = None,
-) -> Figure:
+) -> InlineFigure:
     """A grid of (H, W, 3) uint8 images with titles; Grad-CAM maps overlaid when given."""
     count = len(images)
     columns = max(1, math.ceil(math.sqrt(count)))
@@ -130,7 +116,7 @@ def top_losses_figure(
     return figure
 
 
-def reliability_figure(result: Calibration) -> Figure:
+def reliability_figure(result: Calibration) -> InlineFigure:
     """Reliability diagram: accuracy per confidence bin against the diagonal, with counts."""
     figure = new_figure(5.5, 5.5)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
@@ -153,7 +139,7 @@ def reliability_figure(result: Calibration) -> Figure:
     return figure
 
 
-def history_figure(history: Sequence[Mapping[str, Any]]) -> Figure | None:
+def history_figure(history: Sequence[Mapping[str, Any]]) -> InlineFigure | None:
     """Training and validation loss per epoch, with the error rate; None without history."""
     if not history:
         return None

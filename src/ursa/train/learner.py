@@ -19,7 +19,7 @@ from ursa.core.errors import ConfigError, DataError, UrsaError
 from ursa.core.imageio import ImageSource
 from ursa.core.prediction import Prediction, predictions_from_logits
 from ursa.core.preprocess import PreprocessConfig, prepare_input
-from ursa.data.core import ImageData
+from ursa.data.core import ImageData, html_table
 from ursa.models.backbones import backbone_info, classifier_of, create_model, layer_groups
 from ursa.train import checkpoint as ckpt
 from ursa.train.advice import training_warnings
@@ -38,10 +38,18 @@ from ursa.train.loop import (
 )
 from ursa.train.lr_find import LRFindResult, lr_sweep
 from ursa.train.metrics import Metrics, classification_metrics
-from ursa.train.progress import EpochRecord, PrintLogger, SilentLogger, TrainingLogger
+from ursa.train.progress import (
+    EpochRecord,
+    EpochTable,
+    SilentLogger,
+    TrainingLogger,
+    default_logger,
+    quiet_tqdm_widget_warning,
+)
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
+    from matplotlib.figure import Figure
 
     from ursa.interpret.interpretation import Interpretation
 
@@ -115,6 +123,7 @@ class Learner:
         write ``last.ckpt`` there after every epoch (resume with :meth:`resume`).
         ``distributed``: use Accelerate's process group; None: when launched with
         several processes (``accelerate launch``)."""
+        quiet_tqdm_widget_warning()  # before timm's import, which warns in some notebooks
         if not 0.0 <= drop_rate < 1.0:
             raise ConfigError(f"drop_rate={drop_rate}: use a probability from 0 up to 1")
         if weight_decay < 0:
@@ -136,8 +145,11 @@ class Learner:
         else:
             self.device = torch.device(device) if device is not None else default_device()
         self.is_main = self.accelerator is None or self.accelerator.is_main_process
-        # Only the main process reports; the others train silently.
-        self.logger: TrainingLogger = (logger or PrintLogger()) if self.is_main else SilentLogger()
+        # Only the main process reports; the others train silently. Unless told otherwise, a
+        # notebook gets a bar that updates in place, a script the plain-text table.
+        self.logger: TrainingLogger = (
+            (logger or default_logger()) if self.is_main else SilentLogger()
+        )
         self.options = FitOptions(
             accumulate=accumulate,
             clip_norm=clip_norm,
@@ -203,6 +215,49 @@ class Learner:
     @property
     def class_names(self) -> list[str]:
         return self.data.class_names
+
+    # -- what a notebook shows --------------------------------------------------------------
+
+    def _facts(self) -> list[tuple[str, str]]:
+        """(name, value) lines of the repr: model, data, device, what was trained."""
+        names = ", ".join(self.class_names[:8]) + (", …" if len(self.class_names) > 8 else "")
+        arch = self.arch if self.timm_name == self.arch else f"{self.arch} (timm {self.timm_name})"
+        data = self.data
+        facts = [
+            ("model", f"{arch}, {'pretrained' if self.pretrained else 'random weights'}"),
+            ("classes", f"{len(self.class_names)}: {names}"),
+            ("data", f"{len(data.train_items)} training and {len(data.valid_items)} validation "
+                     f"images, {data.config.size} px, batch {data.batch_size}"),
+            ("device", f"{self.device}, {self.options.precision}"),
+        ]  # fmt: skip
+        if self.history:
+            last = self.history[-1]
+            phases = ", ".join(dict.fromkeys(r.phase for r in self.history))
+            facts.append((
+                "trained",
+                f"{len(self.history)} epoch(s) ({phases}) in {self.train_seconds:.0f} s; last: "
+                f"error_rate {last.error_rate:.4f}, valid_loss {last.valid_loss:.4f}",
+            ))  # fmt: skip
+        else:
+            facts.append(("trained", "not yet: learner.fine_tune()"))
+        return facts
+
+    def __repr__(self) -> str:
+        """A few lines: the model, the data, the device and what was trained so far."""
+        facts = self._facts()
+        width = max(len(name) for name, _ in facts)
+        lines = [f"  {name.ljust(width)}  {value}" for name, value in facts]
+        return "\n".join(["Learner", *lines])
+
+    def _repr_html_(self) -> str:
+        """The repr as HTML for a notebook, with the epoch table of everything trained."""
+        history = EpochTable(self.history)
+        return (
+            "<div><strong>Learner</strong>"
+            + html_table(None, self._facts(), row_headers=True)
+            + (history._repr_html_() if history else "")
+            + "</div>"
+        )
 
     def _class_weights(self) -> torch.Tensor:
         """Inverse class frequency, scaled so a balanced dataset gets weight 1 everywhere."""
@@ -284,8 +339,9 @@ class Learner:
         keep_best: bool | None = None,
         baseline: BestTracker | None = None,
         patience: int | None = None,
-    ) -> list[EpochRecord]:
-        """Train ``epochs`` epochs with the one-cycle policy.
+    ) -> EpochTable:
+        """Train ``epochs`` epochs with the one-cycle policy; returns the epochs run (a list of
+        :class:`EpochRecord` that shows as the epoch table).
 
         The rate warms from ``lr_max/div`` to ``lr_max`` over ``pct_start`` of the
         steps, then anneals (cosine) to ``lr_max/final_div``; momentum (Adam's β1)
@@ -314,7 +370,7 @@ class Learner:
             keeps = keep_best if keep_best is not None else self.options.keep_best
             if keeps and finished is not None and finished.state is not None:
                 unwrap(self.model).load_state_dict(finished.state)  # as the run ended
-            return []
+            return EpochTable()
         train_loader, valid_loader = self._dataloaders()
         if len(train_loader) == 0:
             raise DataError("no training images; add images to the class folders")
@@ -365,7 +421,7 @@ class Learner:
         finally:
             self.train_seconds += time.perf_counter() - started
         self.history.extend(records)
-        return records
+        return EpochTable(records)
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -647,13 +703,14 @@ class Learner:
             autocast=functools.partial(autocast_context, self.device, self.options),
         )  # fmt: skip
 
-    def plot_history(self, path: str | Path) -> Path:
-        """Training / validation loss and accuracy per epoch, as a PNG."""
+    def plot_history(self, path: str | Path | None = None) -> Figure:
+        """Training / validation loss and accuracy per epoch, as a figure (a notebook shows
+        it); ``path``: also write it as a PNG."""
         from ursa.train.plots import plot_history
 
         if not self.history:
             raise ConfigError("no epochs trained yet: plot the history after fitting")
-        return plot_history(self.history, Path(path))
+        return plot_history(self.history, path)
 
     def fine_tune(
         self,
@@ -666,7 +723,7 @@ class Learner:
         div: float = 5.0,
         head: Literal["fit", "epochs"] = "fit",
         keep_best: bool = True,
-    ) -> list[EpochRecord]:
+    ) -> EpochTable:
         """fastai's recipe, head first: fit the new head with the body frozen, then train
         everything with discriminative rates.
 
@@ -683,6 +740,9 @@ class Learner:
            ``monitor``), the head fit's included: fine-tuning a few dozen images can
            lose to the head alone, and then the head alone is what you get (said in
            the output). Needs validation images; without them the last epoch stays.
+
+        Returns the epochs run, the head fit's included: a list of :class:`EpochRecord`
+        that shows as the epoch table.
         """
         if epochs is not None and epochs < 1:
             raise ConfigError(f"epochs={epochs}: fine-tune for at least 1 epoch")
@@ -735,7 +795,7 @@ class Learner:
         )
         for warning in self.warnings:
             self._say(warning, warning=True)
-        return self.history[first:]
+        return EpochTable(self.history[first:])
 
     def _found_lr(self, lr_mult: float) -> float:
         """``base_lr`` from the learning-rate finder, or the default where it cannot tell."""

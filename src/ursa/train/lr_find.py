@@ -19,21 +19,26 @@ minimum alone is already too high (training there diverges).
 from __future__ import annotations
 
 import copy
+import html
 import math
 from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ursa.core.errors import ConfigError, DataError
+from ursa.data.core import html_table
 from ursa.train.loop import set_train_mode
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)  # the repr below: the rates, not a hundred losses
 class LRFindResult:
     """The sweep and its suggestion."""
 
@@ -55,11 +60,37 @@ class LRFindResult:
     """Why the suggestion should not be used (too few steps, a curve that never falls),
     or None (see :func:`unusable_reason`)."""
 
-    def plot(self, path: str | Path) -> Path:
-        """Loss against rate (log scale) with the suggestion marked, as a PNG."""
+    def plot(self, path: str | Path | None = None) -> Figure:
+        """Loss against rate (log scale) with the suggestion marked, as a figure (a notebook
+        shows it); ``path``: also write it as a PNG."""
         from ursa.train.plots import plot_lr_find
 
-        return plot_lr_find(self, Path(path))
+        return plot_lr_find(self, path)
+
+    def _rows(self) -> list[tuple[str, str]]:
+        return [
+            ("suggestion (valley)", f"{self.suggestion:.2e}"),
+            ("steepest descent", f"{self.steepest:.2e}"),
+            ("minimum / 10", f"{self.minimum:.2e}"),
+        ]
+
+    def _sweep(self) -> str:
+        stopped = ", stopped where the loss diverged" if self.diverged else ""
+        text = f"{len(self.lrs)} steps from {self.lrs[0]:.0e} to {self.lrs[-1]:.2e}{stopped}"
+        if self.unusable is not None:
+            text += f"; not to be trusted: {self.unusable}"
+        return text
+
+    def __repr__(self) -> str:
+        rates = ", ".join(f"{name} {value}" for name, value in self._rows())
+        return f"LRFindResult: {rates}; {self._sweep()}; .plot() draws the curve"
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<div><strong>LRFindResult</strong>: {html.escape(self._sweep())}"
+            + html_table(("rate", "value"), self._rows())
+            + "<code>.plot()</code> draws the curve</div>"
+        )
 
 
 def lr_sweep(

@@ -1,44 +1,29 @@
-"""PNG figures of training: the learning-rate sweep and the epoch history (matplotlib, Agg)."""
+"""Figures of training: the learning-rate sweep and the epoch history.
+
+Drawn like every figure of ursa (:class:`ursa.data.show.InlineFigure`): matplotlib's
+object API on an Agg canvas, no pyplot, so the global backend and the user's own
+figures are left alone; a notebook shows the returned figure, and a PNG is written
+(atomically) only when a path is given.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ursa.core.atomic import atomic_file
+from ursa.data.show import InlineFigure, new_figure, saved
 
 if TYPE_CHECKING:
     from ursa.train.lr_find import LRFindResult
     from ursa.train.progress import EpochRecord
 
 
-def _figure() -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(6, 4), dpi=100)
-
-
-def _save(figure: Any, path: Path) -> Path:
-    """Save ``figure`` as a PNG atomically (temporary file, then rename) and close it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        figure.tight_layout()
-        with atomic_file(path, suffix=".png") as stream:
-            figure.savefig(stream, format="png")
-    finally:
-        plt.close(figure)
-    return path
-
-
-def plot_lr_find(result: LRFindResult, path: Path) -> Path:
+def plot_lr_find(result: LRFindResult, path: str | Path | None = None) -> InlineFigure:
     """Smoothed loss against learning rate (log scale), the suggestion marked."""
-    figure, axes = _figure()
+    figure = new_figure(6, 4)
+    axes = figure.add_subplot()
     axes.plot(result.lrs, result.losses, color="tab:blue", label="smoothed loss")
     axes.set_xscale("log")
     axes.set_xlabel("learning rate")
@@ -52,18 +37,22 @@ def plot_lr_find(result: LRFindResult, path: Path) -> Path:
     )  # fmt: skip
     top = min(max(result.losses), 2.5 * min(result.losses) + 0.5)
     axes.set_ylim(min(result.losses) * 0.9, top)
+    if result.unusable is not None:
+        axes.set_title(f"not to be trusted: {result.unusable}", fontsize=9)
     axes.legend()
-    return _save(figure, path)
+    return saved(figure, path)
 
 
-def plot_history(records: Sequence[EpochRecord], path: Path) -> Path:
+def plot_history(records: Sequence[EpochRecord], path: str | Path | None = None) -> InlineFigure:
     """Training and validation loss per epoch, with accuracy on a second axis."""
-    figure, axes = _figure()
+    figure = new_figure(6, 4)
+    axes = figure.add_subplot()
     epochs = [r.epoch for r in records]
     axes.plot(epochs, [r.train_loss for r in records], "o-", label="train loss")
     axes.plot(epochs, [r.valid_loss for r in records], "o-", label="valid loss")
     axes.set_xlabel("epoch")
     axes.set_ylabel("loss")
+    axes.set_xticks(epochs)
     other = axes.twinx()
     other.plot(epochs, [r.accuracy for r in records], "s--", color="tab:green", label="accuracy")
     other.set_ylabel("accuracy")
@@ -71,4 +60,4 @@ def plot_history(records: Sequence[EpochRecord], path: Path) -> Path:
     lines = axes.get_legend_handles_labels()
     more = other.get_legend_handles_labels()
     axes.legend(lines[0] + more[0], lines[1] + more[1], loc="center right")
-    return _save(figure, path)
+    return saved(figure, path)

@@ -1,15 +1,23 @@
-"""How training reports progress: a small Protocol, and a plain-text implementation.
+"""How training reports progress: a small Protocol and its implementations.
 
-The CLI plugs in a rich progress bar; a notebook or a script gets plain text.
+The CLI plugs in a rich progress bar; a script gets plain text (:class:`PrintLogger`);
+a Jupyter notebook gets a bar that updates in place above the epoch table
+(:class:`NotebookLogger`). :func:`default_logger` picks between the last two.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import math
 import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, TextIO
+
+from ursa.data.core import html_table, text_table
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,26 @@ def format_row(record: EpochRecord) -> list[str]:
         f"{record.macro_f1:.4f}",
         f"{minutes:02d}:{seconds:02d}",
     ]
+
+
+class EpochTable(list[EpochRecord]):
+    """The epochs a fit ran, as ``fine_tune`` and ``fit_one_cycle`` return them.
+
+    A list of :class:`EpochRecord` (index it, loop over it, compare it with a list, as
+    before) that shows as the epoch table: aligned text in a terminal, an HTML table
+    in a notebook. Slicing or adding gives a plain list.
+    """
+
+    def __init__(self, records: Iterable[EpochRecord] = ()) -> None:
+        super().__init__(records)
+
+    def __repr__(self) -> str:
+        if not self:
+            return "EpochTable: no epochs (this fit had already finished in the resumed run)"
+        return text_table(COLUMNS, [format_row(record) for record in self])
+
+    def _repr_html_(self) -> str:
+        return html_table(COLUMNS, [format_row(record) for record in self])
 
 
 class TrainingLogger(Protocol):
@@ -116,3 +144,150 @@ class SilentLogger:
     def message(self, text: str, *, warning: bool = False) -> None:
         if warning:
             log.warning("%s", text)
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (Jupyter, VS Code, Colab, ...): an IPython shell
+    with a kernel behind it, whose front end shows HTML and updates displays in place.
+    A terminal IPython or a script is not one."""
+    if "ipykernel" not in sys.modules:
+        return False
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
+
+
+def default_logger() -> TrainingLogger:
+    """The logger a :class:`~ursa.train.Learner` reports to unless given one: the notebook's
+    bar and table inside a Jupyter kernel, else the plain-text table."""
+    return NotebookLogger() if in_notebook() else PrintLogger()
+
+
+def quiet_tqdm_widget_warning() -> None:
+    """Stop tqdm's "IProgress not found" warning, which ursa would otherwise set off in a
+    notebook without ipywidgets.
+
+    timm imports huggingface_hub, which imports ``tqdm.auto``; in a Jupyter kernel that
+    module looks for ipywidgets and, missing them, warns (a red ``TqdmWarning`` under the
+    cell that creates a Learner) before falling back to the text bar. ursa's own
+    progress does not use tqdm (:class:`NotebookLogger` updates IPython displays), so
+    the warning asks for a package nothing here needs. This imports ``tqdm.auto`` once,
+    with that one warning ignored; every later import finds the module already loaded
+    and behaves as it would have (the same fallback). Elsewhere it does nothing.
+    """
+    if "tqdm.autonotebook" in sys.modules or not in_notebook():
+        return
+    try:
+        from tqdm import TqdmWarning
+    except ImportError:  # no tqdm: nothing will warn
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
+        import tqdm.auto  # noqa: F401  (imported for its side effect: loaded without the warning)
+
+
+def clock(seconds: float) -> str:
+    """``mm:ss``, or ``h:mm:ss`` from an hour."""
+    minutes, secs = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+class NotebookLogger:
+    """Progress in a Jupyter notebook: a bar that moves within each epoch (steps done, time
+    spent, time left in the epoch, the batch loss) and below it the epoch table, a row added
+    as each epoch is validated; what training chose, and warnings, print as lines below.
+
+    Both are IPython displays updated in place (``display(..., display_id=True)``, then
+    ``update``), with a plain-text twin, rather than tqdm's widgets: nothing more to
+    install, no warning, and the saved notebook keeps the last bar and the table. The bar
+    is redrawn at most every ``every`` seconds. A new cell gets a new bar and table (a
+    logger reused from an earlier cell does not rewrite that cell's output).
+    """
+
+    def __init__(self, *, every: float = 0.2, timer: Callable[[], float] = time.monotonic):
+        self.every = every
+        self.timer = timer
+        self._bar: Any = None
+        self._table: Any = None
+        self._cell: object = None
+        self._records: list[EpochRecord] = []
+        self._epoch, self._phase, self._steps = 0, "", 0
+        self._started = self._drawn = 0.0
+
+    # -- the two displays -----------------------------------------------------------------
+
+    def _displays(self) -> None:
+        """Create the bar and the table under the running cell (once per cell)."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        cell = getattr(get_ipython(), "execution_count", None)
+        if self._bar is not None and cell == self._cell:
+            return
+        self._cell, self._records = cell, []
+        self._bar = display(self._bar_data(0, None), raw=True, display_id=True)
+        self._table = display(self._table_data(), raw=True, display_id=True)
+
+    def _bar_data(self, done: int, loss: float | None) -> dict[str, str]:
+        label = f"epoch {self._epoch} ({self._phase})"
+        elapsed = self.timer() - self._started
+        if self._steps == 0:  # the head fit: no batches to count
+            text = f"{label}: fitting the head on the frozen body's features, {clock(elapsed)}"
+            value = ""
+        elif done >= self._steps:
+            text = f"{label}: {done}/{self._steps}, {clock(elapsed)}, validating"
+            value = f' value="{done}"'
+        else:
+            left = elapsed / done * (self._steps - done) if done else None
+            eta = f", {clock(left)} left" if left is not None else ""
+            text = f"{label}: {done}/{self._steps}, {clock(elapsed)} spent{eta}"
+            value = f' value="{done}"'
+        if loss is not None:
+            text += f", loss {loss:.4f}"
+        width = 30
+        filled = round(width * done / self._steps) if self._steps else 0
+        plain = f"[{'#' * filled}{'.' * (width - filled)}] {text}"
+        bar = f'<progress{value} max="{max(self._steps, 1)}" style="width: 20em"></progress>'
+        return {
+            "text/plain": plain,
+            "text/html": f"<div>{bar} <span>{html.escape(text)}</span></div>",
+        }
+
+    def _table_data(self) -> dict[str, str]:
+        table = EpochTable(self._records)
+        if not table:
+            return {"text/plain": "", "text/html": ""}
+        return {"text/plain": repr(table), "text/html": table._repr_html_()}
+
+    # -- the TrainingLogger protocol --------------------------------------------------------
+
+    def start_epoch(self, epoch: int, steps: int, phase: str) -> None:
+        self._epoch, self._steps, self._phase = epoch, steps, phase
+        self._started = self._drawn = self.timer()
+        self._displays()
+        self._bar.update(self._bar_data(0, None), raw=True)
+
+    def step(self, step: int, loss: float) -> None:
+        now = self.timer()
+        if now - self._drawn < self.every and step + 1 < self._steps:
+            return
+        self._drawn = now
+        self._bar.update(self._bar_data(step + 1, loss), raw=True)
+
+    def end_epoch(self, record: EpochRecord) -> None:
+        self._displays()
+        self._records.append(record)
+        text = f"epoch {record.epoch} ({record.phase}) done in {clock(record.seconds)}"
+        self._bar.update(
+            {
+                "text/plain": text,
+                "text/html": f'<div><progress value="1" max="1" style="width: 20em"></progress>'
+                f" <span>{html.escape(text)}</span></div>",
+            },
+            raw=True,
+        )
+        self._table.update(self._table_data(), raw=True)
+
+    def message(self, text: str, *, warning: bool = False) -> None:
+        print(f"warning: {text}" if warning else text, flush=True)
