@@ -57,4 +57,4 @@ def test_show_reads_a_table_and_reports_its_errors(tmp_path: Path) -> None:
     result = runner.invoke(app, [*base, *out, "--label-col", "breed", "--pattern", "(x)"])
     assert result.exit_code == 1 and "--pattern labels files by name" in result.output
     result = runner.invoke(app, ["show", str(tmp_path / "images"), "--labels", "xml", *out])
-    assert result.exit_code == 1 and "--labels xml: use one of folder, regex, csv" in result.output
+    assert result.exit_code == 2 and "'xml' is not one of 'folder'" in result.output

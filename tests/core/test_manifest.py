@@ -86,7 +86,7 @@ def test_sources_exports_csv_and_json(tmp_path: Path) -> None:
     table = list(csv.DictReader(io.StringIO((tmp_path / "out" / "sources.csv").read_text())))
     assert count == 2 and table[1]["title"] == "a dog, with a comma"
     result = runner.invoke(app, ["sources", str(tmp_path), "--format", "xml"])
-    assert result.exit_code == 1 and "use csv or json" in result.output
+    assert result.exit_code == 2 and "is not one of" in result.output  # the choices
     result = runner.invoke(app, ["sources", str(tmp_path / "out")])
     assert result.exit_code == 1 and "has no manifest" in result.output
 

@@ -34,7 +34,7 @@ def test_interpret_writes_the_files_and_the_card(trained: Trained, tmp_path: Pat
 def test_interpret_user_errors_are_one_line(trained: Trained, tmp_path: Path) -> None:
     bundle = trained.learner.export(tmp_path / "m.ursa")
     result = runner.invoke(app, ["interpret", str(bundle), str(trained.root), "--split", "test"])
-    assert result.exit_code == 1
-    assert "split='test'" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2  # refused by the option's choices, before the command runs
+    assert "is not one of" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["interpret", str(tmp_path / "none.ursa"), str(trained.root)])
     assert result.exit_code == 1 and "no such bundle" in result.output

@@ -22,7 +22,10 @@ def bench(
         int | None, typer.Option(help="Server micro-batch size (1: off; default: automatic).")
     ] = None,
 ) -> None:
-    """Latency p50/p90/p99 and throughput, in-process and over HTTP, fp32 and int8."""
+    """Measure latency and throughput, in-process and over HTTP.
+
+    p50/p90/p99 latency and images a second, for fp32 and int8.
+    """
     from ursa.cli.support import print_bench
     from ursa.serve.bench import run_bench
 

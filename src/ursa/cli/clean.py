@@ -40,8 +40,11 @@ def clean(
         bool, typer.Option("--undo-all", help="Revert every decision in effect.")
     ] = False,
 ) -> None:
-    """Review DATA by the loss BUNDLE gives each image, on a local web page: relabel, delete
-    (to the quarantine folder) or keep each one; every decision is journaled and undoable."""
+    """Review DATA by loss on a local page: relabel, delete or keep.
+
+    The images come highest loss (as BUNDLE sees them) first; a deleted image goes to the
+    quarantine folder, and every decision is journaled and undoable (--history, --undo N).
+    """
     from ursa.cli.support import console
 
     if history or undo or undo_all:

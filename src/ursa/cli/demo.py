@@ -17,7 +17,10 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Unfrozen epochs.")] = 8,
     size: Annotated[int, typer.Option(help="Input side in pixels.")] = 96,
 ) -> None:
-    """Fine-tune on scikit-learn's handwritten digits, export, and predict held-back images."""
+    """Run the whole workflow on scikit-learn's digits.
+
+    Fine-tune on the handwritten digits, export, and predict held-back images.
+    """
     from ursa.cli.support import RichLogger, demo_report, shown
     from ursa.demo import run_demo
 

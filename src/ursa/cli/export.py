@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ursa.cli.choices import WebPrecision
 from ursa.cli.support import console, user_errors
 
 
@@ -24,14 +25,19 @@ def export(
         typer.Option(metavar="DIR", help="Write a static site that runs the model in the browser."),
     ] = None,
     precision: Annotated[
-        str, typer.Option(help="--web's model: auto (int8 when the bundle has one), fp32, int8.")
+        WebPrecision,
+        typer.Option(help="--web's model: auto (int8 when the bundle has one), fp32 or int8."),
     ] = "auto",
     force: Annotated[
         bool, typer.Option("--force", help="--web: replace a previous export in DIR.")
     ] = False,
 ) -> None:
-    """Add a checked ONNX model (and an int8 one) to BUNDLE, atomically; --web DIR writes a
-    static site (upload and live camera pages, the model, ONNX Runtime Web) that runs it."""
+    """Add checked ONNX models to BUNDLE, or write a web site.
+
+    --onnx and --int8 add model.onnx and model.int8.onnx to BUNDLE, atomically, each
+    checked against the PyTorch model; --web DIR writes a static site (upload and live
+    camera pages, the model, ONNX Runtime Web) that runs it in the browser.
+    """
     from ursa.cli.support import export_report, shown
     from ursa.export.deploy import export_for_serving
     from ursa.export.web import check_web_export, export_web
@@ -41,14 +47,23 @@ def export(
 
         raise ConfigError("--precision and --force are options of --web DIR: add --web DIR")
     runtime = check_web_export(web, precision=precision, force=force) if web else None  # fail fast
+    if calibrate is not None:
+        from ursa.cli.checks import data_folder
+
+        data_folder(calibrate, what="a folder of your images to calibrate on")
     if onnx or int8 or web is None:
-        result = export_for_serving(
-            bundle, onnx=onnx, int8=int8, calibrate=calibrate,
-            calibration_images=calibration_images, max_drop=max_drop,
-        )  # fmt: skip
+        steps = "exporting model.onnx and checking it against PyTorch"
+        if int8:
+            steps += ", then quantizing to int8 and measuring its accuracy"
+        with console.status(steps):  # minutes on a large model: say what is going on
+            result = export_for_serving(
+                bundle, onnx=onnx, int8=int8, calibrate=calibrate,
+                calibration_images=calibration_images, max_drop=max_drop,
+            )  # fmt: skip
         export_report(console, result)
     if web is not None:
-        site = export_web(bundle, web, precision=precision, force=force, runtime=runtime)
+        with console.status(f"writing the site into {shown(web)}"):
+            site = export_web(bundle, web, precision=precision, force=force, runtime=runtime)
         console.print(shown(site.summary()), highlight=False, soft_wrap=True)
 
 

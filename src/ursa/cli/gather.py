@@ -6,17 +6,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
+from ursa.cli.choices import License, SearchProvider, SourcesFormat
 from ursa.cli.support import console, progress_bar, user_errors
-from ursa.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from ursa.gather.download import DownloadReport
-    from ursa.gather.search import LicenseFilter, SearchProvider
+    from ursa.gather.search import SearchProvider as Search
 
 
 def gather(
@@ -28,8 +28,11 @@ def gather(
     ],
     query: Annotated[str, typer.Option(help="Search query; {} is the class name.")] = "{}",
     per_class: Annotated[int, typer.Option(help="Images wanted per class.")] = 150,
-    provider: Annotated[str, typer.Option(help="openverse, ddg, bing or google.")] = "openverse",
-    license: Annotated[str, typer.Option(help="any, commercial or modification.")] = "any",
+    provider: Annotated[SearchProvider, typer.Option(help="The image search.")] = "openverse",
+    license: Annotated[
+        License,
+        typer.Option(help="Licences kept: any, free for commercial use, or free to modify."),
+    ] = "any",
     base_url: Annotated[str | None, typer.Option(help="The provider's API base URL.")] = None,
     api_key: Annotated[str | None, typer.Option(help="Key (bing, google).")] = None,
     google_cx: Annotated[str | None, typer.Option(help="Google search-engine id.")] = None,
@@ -43,13 +46,16 @@ def gather(
     retries: Annotated[int, typer.Option(help="Retries after a transient error.")] = 2,
     min_side: Annotated[int, typer.Option(help="Smallest image side kept, pixels.")] = 32,
 ) -> None:
-    """Search the web for images of each class and download the good, unique ones."""
+    """Download images of each class from an image search.
+
+    Only good, unique images are kept; running it again fetches what is still missing.
+    """
     from ursa.gather.download import DownloadConfig, GatherConfig
     from ursa.gather.download import gather as run_gather
 
     names = [n for c in [*classes, *context.args] for n in c.split(",") if n.strip()]
     search = _provider(provider, base_url, api_key, google_cx)
-    config = GatherConfig(tuple(names), query, per_class, _license(license))
+    config = GatherConfig(tuple(names), query, per_class, license)
     download_config = DownloadConfig(
         concurrency=concurrency, timeout=timeout, max_bytes=int(max_mb * 1e6),
         retries=retries, min_side=min_side, allow_hosts=tuple(allow_host or ()),
@@ -64,25 +70,25 @@ def gather(
 
 def sources(
     path: Annotated[Path, typer.Argument(help="Dataset folder with ursa.sqlite.")],
-    format: Annotated[str, typer.Option(help="csv or json.")] = "csv",
+    format: Annotated[SourcesFormat, typer.Option(help="The output format.")] = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
 ) -> None:
-    """Who made each image, where it came from and under which licence (CSV or JSON)."""
+    """List who made each image and under which licence.
+
+    Where each image came from, as CSV or JSON, from the manifest gather writes.
+    """
     from ursa.cli.support import shown
     from ursa.core.manifest import Manifest, export_to_file
 
-    fmt = _format(format)
     if output is not None:
-        count = export_to_file(path, output, fmt)
+        count = export_to_file(path, output, format)
         console.print(f"wrote {count} row(s) to {shown(output)}", soft_wrap=True)
         return
     with Manifest(path, read_only=True) as manifest:
-        manifest.export(sys.stdout, fmt)
+        manifest.export(sys.stdout, format)
 
 
-def _provider(
-    name: str, base_url: str | None, api_key: str | None, cx: str | None
-) -> SearchProvider:
+def _provider(name: str, base_url: str | None, api_key: str | None, cx: str | None) -> Search:
     from ursa.gather.search import make_provider
 
     key = api_key or os.environ.get(f"URSA_{name.upper()}_KEY", "")
@@ -93,22 +99,6 @@ def _provider(
         name, base_url=base_url, api_key=key, engine_id=engine,
         client_id=client_id, client_secret=secret,
     )  # fmt: skip
-
-
-def _license(text: str) -> LicenseFilter:
-    from ursa.gather.search import LICENSE_FILTERS
-
-    for choice in LICENSE_FILTERS:
-        if text == choice:
-            return choice
-    raise ConfigError(f"--license {text}: use one of {', '.join(LICENSE_FILTERS)}")
-
-
-def _format(text: str) -> Literal["csv", "json"]:
-    for choice in ("csv", "json"):
-        if text == choice:
-            return choice
-    raise ConfigError(f"--format {text}: use csv or json")
 
 
 def _print_gather(console: Console, path: Path, report: DownloadReport) -> None:

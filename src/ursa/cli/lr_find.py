@@ -27,8 +27,11 @@ def lr_find(
     pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights.")] = True,
     weights: Annotated[Path | None, typer.Option(help="Local pretrained weights file.")] = None,
 ) -> None:
-    """Sweep the learning rate of fine-tuning's unfrozen phase (after the head fit, as
-    `ursa train --lr auto` does) over one pass of PATH; print the suggestion, write the plot."""
+    """Find a learning rate for ursa train and plot the sweep.
+
+    Sweeps the rate of fine-tuning's unfrozen phase (after the head fit, as `ursa train
+    --lr auto` does) over one pass of PATH; prints the suggestion, writes the plot.
+    """
     from ursa.cli.support import find_lr, shown
 
     result, written = find_lr(

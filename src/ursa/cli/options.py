@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Unpack
 
 import typer
 
+from ursa.cli.choices import InputKind, LabelMethod, PadMode, ResizeMethod
 from ursa.core.errors import ConfigError
 from ursa.data.labels import LABEL_METHODS, DataSpec
 
@@ -156,7 +157,7 @@ class _Flag:
 
 
 _FLAGS = (
-    _Flag("labels", str, None, "How files get labels: folder (their folder's name), regex "
+    _Flag("labels", LabelMethod, None, "How files get labels: folder (their folder's name), regex "
           "(--pattern on the file name) or csv (a --csv table). Default: csv with --csv, regex "
           "with --pattern, else folder."),
     _Flag("pattern", str, None, "Regex on file names; the label is group 1 or (?P<label>...), "
@@ -173,11 +174,11 @@ _FLAGS = (
     _Flag("stratify", bool, True, "Hold out the same fraction of every class.",
           decls=("--stratify/--no-stratify",)),
     _Flag("size", int, 224, "Input side in pixels.", "Input"),
-    _Flag("resize", str, None, "crop, pad or squish. Default: crop for images, squish for "
-          "audio and bytes.", "Input"),
-    _Flag("pad_mode", str, "zeros", "How --resize pad fills the margin: zeros, border or "
-          "reflection.", "Input"),
-    _Flag("input", str, "image", "What the files are: image, audio (clips drawn as "
+    _Flag("resize", ResizeMethod, None, "How a file becomes square: crop its centre, pad it or "
+          "squish it. Default: crop for images, squish for audio and bytes.", "Input"),
+    _Flag("pad_mode", PadMode, "zeros", "How --resize pad fills the margin: black, the edge "
+          "pixels repeated or the image mirrored.", "Input"),
+    _Flag("input", InputKind, "image", "What the files are: image, audio (clips drawn as "
           "spectrograms) or bytes (a file's bytes drawn as a picture).", "Input"),
     _Flag("cache", bool, True, "Keep decoded, resized files in the decode cache "
           "($URSA_CACHE_DIR, else ~/.cache/ursa) so later epochs skip decoding.", "Input",

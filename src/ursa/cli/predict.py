@@ -17,10 +17,16 @@ def predict(
     out: Annotated[Path | None, typer.Option(help="Write a CSV here instead of a table.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model run.")] = 32,
 ) -> None:
-    """Predict the class of each image; unreadable files get an error row, not a crash."""
+    """Predict the class of each image, as a table or a CSV.
+
+    Unreadable files get an error row, not a crash.
+    """
+    from ursa.cli.checks import output_file
     from ursa.cli.support import expand_images, predict_rows, print_rows, write_csv
     from ursa.core.bundle import read_bundle
 
+    if out is not None:
+        output_file(out, "--out")  # before predicting
     files = expand_images(images, read_bundle(bundle).config.preprocess.input)
     rows = predict_rows(bundle, files, top_k=top_k, batch_size=batch_size, console=console)
     if out is None:

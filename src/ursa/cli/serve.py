@@ -29,11 +29,12 @@ def serve(
         int | None, typer.Option(help="Model threads per process.", envvar="URSA_THREADS")
     ] = None,
 ) -> None:
-    """Serve BUNDLE over HTTP: upload and live pages, and a JSON API.
+    """Serve BUNDLE over HTTP: web pages and a JSON API.
 
-    The API: /predict, /predict/batch, /metadata, /metrics, documented at /docs. A bundle
-    without model.onnx gets one first, exported into the bundle as `ursa export --onnx`
-    does (that step needs PyTorch; serving does not).
+    The pages / (upload) and /live (camera); the API /predict, /predict/batch, /metadata,
+    /metrics, documented at /docs. A bundle without model.onnx gets one first, exported
+    into the bundle as `ursa export --onnx` does (that step needs PyTorch; serving does
+    not).
     """
     from ursa.cli.support import shown
     from ursa.core.bundle import ONNX_NAME, read_bundle

@@ -17,8 +17,15 @@ def train(
     path: Annotated[
         Path, typer.Argument(help="Data folder: a folder per class, unless --pattern/--csv.")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Bundle to write (.ursa).")],
     options: DataOptions,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o",
+            help="Bundle to write (.ursa), or a folder to write DATA.ursa into "
+            "(default: DATA.ursa beside the data folder).",
+        ),
+    ] = None,
     epochs: Annotated[
         int | None,
         typer.Option(help="Unfrozen epochs after the head (default: chosen from the data's size)."),
@@ -92,8 +99,12 @@ def train(
     ] = True,
 ) -> None:
     """Fine-tune a pretrained backbone on PATH and write a bundle."""
+    from ursa.cli.checks import bundle_output
     from ursa.cli.support import RichLogger, TrainExtras, print_skipped, shown, train_folder
 
+    output, chosen = bundle_output(output, path)  # before any slow step
+    if chosen is not None:
+        console.print(shown(chosen), highlight=False, soft_wrap=True)
     extras = TrainExtras(
         checkpoint_dir=checkpoint_dir, resume=resume, early_stop=early_stop, monitor=monitor,
         keep_best=keep_best, accumulate=accumulate, clip=clip, label_smoothing=label_smoothing,

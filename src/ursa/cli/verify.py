@@ -23,7 +23,12 @@ def verify(
     min_side: Annotated[int, typer.Option(help="Smallest image side, pixels.")] = 32,
     threshold: Annotated[int, typer.Option(help="Near-duplicate distance, 0-32 bits of 64.")] = 6,
 ) -> None:
-    """Find corrupt, tiny, duplicate, near-duplicate and train/valid-leaked images."""
+    """Find broken, tiny, duplicate and leaked images.
+
+    Corrupt, tiny, duplicate, near-duplicate and train/valid-leaked images; --fix moves
+    them to the quarantine folder, --restore puts them back. What was checked is recorded
+    in the folder's manifest, ursa.sqlite.
+    """
     from ursa.cli.support import shown
     from ursa.verify.checks import VerifyConfig
     from ursa.verify.checks import fix as apply_fix
@@ -47,7 +52,10 @@ def forget(
     path: Annotated[Path, typer.Argument(help="Dataset folder.")],
     target: Annotated[str, typer.Argument(help="The image's source URL or its sha256.")],
 ) -> None:
-    """Take one image out for good: its file, manifest row and every copy; never re-download."""
+    """Take one image out for good, and never download it again.
+
+    Its file, its manifest row and every copy of it are removed.
+    """
     from ursa.cli.support import shown
     from ursa.verify.checks import forget as run_forget
 
