@@ -38,8 +38,8 @@ def test_lr_find_sweeps_suggests_plots_and_restores_everything(tmp_path: Path) -
     assert result.lrs[0] <= result.suggestion <= result.lrs[-1]
     ratio = result.lrs[1] / result.lrs[0]
     assert math.isclose(result.lrs[2] / result.lrs[1], ratio, rel_tol=1e-9)  # exponential
-    png = result.plot(tmp_path / "lr.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result.plot(tmp_path / "lr.png")
+    assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_short_or_flat_sweep_is_called_unusable() -> None:

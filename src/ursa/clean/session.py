@@ -224,17 +224,15 @@ def _splits(
 ) -> tuple[dict[int, str], dict[str, str]]:
     """Split the folder as the bundle's training did (its recorded labelling, valid_pct and
     seed); ``({id: split}, {sha256: why unreadable})``."""
-    from ursa.data.core import ImageData
-    from ursa.data.labels import DataSpec
+    from ursa.data.as_trained import data_as_trained, recorded_spec
 
-    recorded = model.config.training.get("data")
-    spec = DataSpec.from_dict(recorded)
+    spec = recorded_spec(model.config)
     if spec.labels != "folder":
         raise DataError(
             f"{model.bundle.path} was trained with labels from a {spec.labels}, but ursa clean "
             f"relabels by moving files between class folders: it cleans folder-labelled data only"
         )
-    data = ImageData.from_spec(spec, journal.root, **model.config.data_settings())
+    data = data_as_trained(model.config, journal.root)
     by_path = {image.path: image for image in images}
     splits: dict[int, str] = {}
     for items, name in ((data.train_items, "train"), (data.valid_items, "valid")):

@@ -9,23 +9,22 @@ import typer
 
 from ursa.cli.options import DataOptions, data_options
 from ursa.cli.support import console, user_errors
+from ursa.cli.train_options import train_options
+from ursa.train.config import TrainConfig
 
 
 @data_options()
+@train_options()
 def lr_find(
     path: Annotated[Path, typer.Argument(help="Data folder: a folder per class, unless --csv.")],
     options: DataOptions,
+    settings: TrainConfig,
     plot: Annotated[Path, typer.Option(help="Where to write the loss-vs-rate PNG.")] = Path(
         "lr_find.png"
-    ),
-    arch: Annotated[str, typer.Option(help="efficientnet_lite0/1/2 or a timm name.")] = (
-        "efficientnet_lite0"
     ),
     batch_size: Annotated[
         int | None, typer.Option(help="Images per batch (default: as ursa train chooses).")
     ] = None,
-    pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights.")] = True,
-    weights: Annotated[Path | None, typer.Option(help="Local pretrained weights file.")] = None,
 ) -> None:
     """Find a learning rate for ursa train and plot the sweep.
 
@@ -34,10 +33,7 @@ def lr_find(
     """
     from ursa.cli.support import find_lr, shown
 
-    result, written = find_lr(
-        path, options, arch=arch, batch_size=batch_size, pretrained=pretrained, weights=weights,
-        plot=plot,
-    )  # fmt: skip
+    result, written = find_lr(path, options, settings, batch_size=batch_size, plot=plot)
     console.print(f"suggested learning rate (valley): {result.suggestion:.2e}", highlight=False)
     console.print(
         f"steepest descent {result.steepest:.2e}, minimum/10 {result.minimum:.2e}; "

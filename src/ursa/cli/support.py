@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from ursa.demo import DemoResult
     from ursa.export.deploy import ExportResult
     from ursa.serve.bench import BenchRow
+    from ursa.train.config import TrainConfig
     from ursa.train.learner import Learner
     from ursa.train.lr_find import LRFindResult
     from ursa.train.progress import EpochRecord
@@ -178,21 +179,21 @@ def print_skipped(console: Console, data: ImageData) -> None:
 
 
 @dataclass(frozen=True)
-class TrainExtras:
-    """`ursa train`'s options beyond the data and the schedule."""
+class TrainRun:
+    """``ursa train``'s options that are not training settings: the schedule, the loader,
+    checkpoints and plots (the settings are the :class:`~ursa.train.config.TrainConfig`)."""
 
+    epochs: int | None = None
+    head: str = "fit"
+    freeze_epochs: int = 1
+    lr: str | float = "2e-3"
+    augment: str | None = None
+    batch_size: int | None = None
+    workers: int | None = None
     checkpoint_dir: Path | None = None
     resume: Path | None = None
-    early_stop: int | None = None
-    monitor: str = "error_rate"
     keep_best: bool = True
-    accumulate: int = 1
-    clip: float | None = None
-    label_smoothing: float = 0.0
-    balance: str = "none"
-    precision: str = "auto"
     history_plot: Path | None = None
-    train_bn: bool = True
 
 
 def parse_lr(lr: str) -> float | None:
@@ -211,80 +212,64 @@ def parse_lr(lr: str) -> float | None:
 def train_folder(
     path: Path,
     options: DataOptions,
+    settings: TrainConfig,
+    run: TrainRun,
     *,
-    epochs: int | None,
-    freeze_epochs: int,
-    lr: str | float,
-    arch: str,
-    augment: str | None,
-    batch_size: int | None,
-    workers: int | None,
-    pretrained: bool,
-    weights: Path | None,
     logger: RichLogger,
     on_data: Callable[[ImageData], object],
-    extras: TrainExtras | None = None,
-    head: str = "fit",
 ) -> tuple[ImageData, Learner]:
-    """Load ``path`` as the data ``options`` say, fine-tune ``arch`` on it, return
-    (data, learner).
+    """Load ``path`` as the data ``options`` say, fine-tune with ``settings`` as ``run``
+    says, return (data, learner).
 
-    ``lr="auto"`` runs the learning-rate finder after the head phase (``fine_tune``
+    ``run.lr="auto"`` runs the learning-rate finder after the head phase (``fine_tune``
     with ``base_lr=None``); when resuming, the rate of the interrupted run is reused.
     """
     from ursa.train.distributed import is_main_process
     from ursa.train.learner import Learner
 
-    extras = extras or TrainExtras()
-    if extras.balance not in ("none", "weights", "sampler"):
-        raise ConfigError(f"--balance {extras.balance}: use none, weights or sampler")
-    base_lr = parse_lr(lr) if isinstance(lr, str) else lr
-    if head not in ("fit", "epochs"):
-        raise ConfigError(f"--head {head}: use fit (the head fitted first) or epochs (fastai's)")
-    base: DataSettings = {"batch_size": batch_size, "num_workers": workers}
-    if augment is not None:
-        base["augment"] = augment
+    base_lr = parse_lr(run.lr) if isinstance(run.lr, str) else run.lr
+    if run.head not in ("fit", "epochs"):
+        raise ConfigError(f"--head {run.head}: use fit (the head fitted first) or epochs")
+    base: DataSettings = {"batch_size": run.batch_size, "num_workers": run.workers}
+    if run.augment is not None:
+        base["augment"] = run.augment
     data = options.load(path, **base)
-    seed = options.seed_or_default
     if is_main_process():
         on_data(data)
-    learner = Learner(
-        data, arch=arch, pretrained=pretrained, weights=weights, seed=seed, logger=logger,
-        label_smoothing=extras.label_smoothing, class_weights=extras.balance == "weights",
-        balanced_sampler=extras.balance == "sampler", accumulate=extras.accumulate,
-        clip_norm=extras.clip, precision=extras.precision, monitor=extras.monitor,  # type: ignore[arg-type]
-        patience=extras.early_stop, keep_best=extras.keep_best,
-        checkpoint_dir=extras.checkpoint_dir, train_bn=extras.train_bn,
-    )  # fmt: skip
-    if extras.resume is not None:
-        learner.resume(extras.resume)
+    if settings.run.seed is None:
+        settings = settings.replace(seed=options.seed_or_default)
+    # --keep-best is both every fit's rule and fine_tune's choice of the final weights.
+    settings = settings.replace(keep_best=run.keep_best)
+    learner = Learner(data, config=settings, logger=logger, checkpoint_dir=run.checkpoint_dir)
+    if run.resume is not None:
+        learner.resume(run.resume)
     learner.fine_tune(
-        epochs,
+        run.epochs,
         base_lr=base_lr,
-        freeze_epochs=freeze_epochs,
-        head=head,  # type: ignore[arg-type]
-        keep_best=extras.keep_best,
+        freeze_epochs=run.freeze_epochs,
+        head=run.head,  # type: ignore[arg-type]
+        keep_best=run.keep_best,
     )
-    if extras.history_plot is not None and learner.is_main:
-        learner.plot_history(extras.history_plot)
+    if run.history_plot is not None and learner.is_main:
+        learner.plot_history(run.history_plot)
     return data, learner
 
 
 def find_lr(
-    path: Path, options: DataOptions, *, arch: str, batch_size: int | None, pretrained: bool,
-    weights: Path | None, plot: Path,
+    path: Path, options: DataOptions, settings: TrainConfig, *, batch_size: int | None,
+    plot: Path,
 ) -> tuple[LRFindResult, Path]:  # fmt: skip
     """The learning-rate finder on ``path`` (:meth:`Learner.lr_find`), plot written."""
     from ursa.train.learner import Learner
     from ursa.train.progress import SilentLogger
 
     data = options.load(path, batch_size=batch_size)
-    learner = Learner(
-        data, arch=arch, pretrained=pretrained, weights=weights, seed=options.seed_or_default,
-        logger=SilentLogger(),
-    )  # fmt: skip
+    if settings.run.seed is None:
+        settings = settings.replace(seed=options.seed_or_default)
+    learner = Learner(data, config=settings, logger=SilentLogger())
     result = learner.lr_find()
-    return result, result.plot(plot)
+    result.plot(plot)
+    return result, plot
 
 
 def expand_images(arguments: Sequence[str], source: InputSource | None = None) -> list[Path]:

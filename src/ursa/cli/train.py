@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from ursa.cli.options import DataOptions, data_options
 from ursa.cli.support import console, user_errors
+from ursa.cli.train_options import train_options
+from ursa.data.augment import AUGMENT_PRESETS
+from ursa.train.config import TrainConfig
 
 
 @data_options()
+@train_options()
 def train(
     path: Annotated[
         Path, typer.Argument(help="Data folder: a folder per class, unless --pattern/--csv.")
     ],
     options: DataOptions,
+    settings: TrainConfig,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -31,7 +36,7 @@ def train(
         typer.Option(help="Unfrozen epochs after the head (default: chosen from the data's size)."),
     ] = None,
     head: Annotated[
-        str,
+        Literal["fit", "epochs"],
         typer.Option(
             help="fit: the head fitted on frozen features first; epochs: fastai's frozen epochs."
         ),
@@ -42,12 +47,12 @@ def train(
     lr: Annotated[
         str, typer.Option(help="Base learning rate, or 'auto' to run lr-find after the head.")
     ] = "2e-3",
-    arch: Annotated[
-        str, typer.Option(help="efficientnet_lite0/1/2 or a timm name.")
-    ] = "efficientnet_lite0",
     augment: Annotated[
         str | None,
-        typer.Option(help="default, no_flip or none (default: none for audio and bytes)."),
+        typer.Option(
+            help=f"Augmentation: {', '.join(AUGMENT_PRESETS)} (default: default for images, "
+            "none for audio and bytes)."
+        ),
     ] = None,
     batch_size: Annotated[
         int | None,
@@ -56,20 +61,13 @@ def train(
     workers: Annotated[
         int | None, typer.Option(help="Loader processes (default: automatic).")
     ] = None,
-    pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights.")] = True,
-    weights: Annotated[Path | None, typer.Option(help="Local pretrained weights file.")] = None,
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="Write last.ckpt here after every epoch.")
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue from a checkpoint (file or checkpoint dir).")
+        Path | None,
+        typer.Option(help="Continue from a checkpoint (file or checkpoint dir), same settings."),
     ] = None,
-    early_stop: Annotated[
-        int | None, typer.Option(help="Stop after this many epochs without improvement.")
-    ] = None,
-    monitor: Annotated[
-        str, typer.Option(help="valid_loss, error_rate, accuracy or macro_f1.")
-    ] = "error_rate",
     keep_best: Annotated[
         bool,
         typer.Option(
@@ -78,43 +76,25 @@ def train(
             "--no-keep-best ends with the last epoch's.",
         ),
     ] = True,
-    accumulate: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
-    clip: Annotated[float | None, typer.Option(help="Clip gradient norm to this.")] = None,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing, e.g. 0.1.")] = 0.0,
-    balance: Annotated[
-        str, typer.Option(help="Imbalanced classes: none, weights (loss) or sampler.")
-    ] = "none",
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="auto (bf16/fp16 on CUDA; bf16 on CPUs with bf16 instructions, else "
-            "fp32), fp32, bf16, fp16."
-        ),
-    ] = "auto",
     history_plot: Annotated[
         Path | None, typer.Option(help="Write the loss/accuracy history as a PNG.")
     ] = None,
-    train_bn: Annotated[
-        bool, typer.Option(help="Train batch-norm layers while the body is frozen (fastai).")
-    ] = True,
 ) -> None:
     """Fine-tune a pretrained backbone on PATH and write a bundle."""
     from ursa.cli.checks import bundle_output
-    from ursa.cli.support import RichLogger, TrainExtras, print_skipped, shown, train_folder
+    from ursa.cli.support import RichLogger, TrainRun, print_skipped, shown, train_folder
 
     output, chosen = bundle_output(output, path)  # before any slow step
     if chosen is not None:
         console.print(shown(chosen), highlight=False, soft_wrap=True)
-    extras = TrainExtras(
-        checkpoint_dir=checkpoint_dir, resume=resume, early_stop=early_stop, monitor=monitor,
-        keep_best=keep_best, accumulate=accumulate, clip=clip, label_smoothing=label_smoothing,
-        balance=balance, precision=precision, history_plot=history_plot, train_bn=train_bn,
+    run = TrainRun(
+        epochs=epochs, head=head, freeze_epochs=freeze_epochs, lr=lr, augment=augment,
+        batch_size=batch_size, workers=workers, checkpoint_dir=checkpoint_dir, resume=resume,
+        keep_best=keep_best, history_plot=history_plot,
     )  # fmt: skip
     _, learner = train_folder(
-        path, options, epochs=epochs, head=head, freeze_epochs=freeze_epochs, lr=lr, arch=arch,
-        augment=augment, batch_size=batch_size, workers=workers, pretrained=pretrained,
-        weights=weights, logger=RichLogger(console), on_data=lambda d: print_skipped(console, d),
-        extras=extras,
+        path, options, settings, run, logger=RichLogger(console),
+        on_data=lambda d: print_skipped(console, d),
     )  # fmt: skip
     bundle = learner.export(output)
     if learner.is_main:  # under `accelerate launch`, one process reports

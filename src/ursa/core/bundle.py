@@ -30,7 +30,9 @@ from ursa.core.safepaths import class_name_problem
 if TYPE_CHECKING:
     from ursa.data.core import DataSettings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this ursa reads: 1 (before the training config was recorded whole) and 2.
+READABLE_VERSIONS = (1, 2)
 FORMAT_NAME = "ursa-bundle"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -51,6 +53,68 @@ MAX_JSON_DEPTH = 32
 
 
 @dataclass(frozen=True)
+class TrainingRecord:
+    """The bundle's ``training`` record, typed: what every reader of it needs, with the
+    defaults for a record that lacks a field in one place.
+
+    ``config`` is the run's whole :class:`ursa.train.config.TrainConfig` as written by
+    :meth:`~ursa.train.config.TrainConfig.to_dict` (schema 2; None in schema-1 bundles);
+    ``data`` the data spec (how labels and the split were made); ``fits`` the schedule of
+    each fit as run. The raw dict (:attr:`BundleConfig.training`) keeps every field,
+    environment included (device, versions, times).
+    """
+
+    seed: int = 42
+    valid_pct: float = 0.2
+    stratify: bool = True
+    batch_size: int = 64
+    epochs: int = 0
+    pretrained: bool | None = None
+    data: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    fits: tuple[dict[str, Any], ...] = ()
+    head_fit: dict[str, Any] | None = None
+    warnings: tuple[str, ...] = ()
+    train_images: int | None = None
+    valid_images: int | None = None
+
+    @classmethod
+    def from_dict(cls, training: Mapping[str, Any]) -> TrainingRecord:
+        """Read ``training``; a field of the wrong type is a :class:`BundleError`."""
+
+        def typed(key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+            value = training.get(key, default)
+            if value is None:
+                return default
+            if isinstance(value, bool) and kind in (int, float):
+                raise BundleError(f"the bundle's training record has {key}={value!r}")
+            if not isinstance(value, kind):
+                raise BundleError(
+                    f"the bundle's training record has {key}={value!r}; retrain, or give "
+                    f"the split yourself"
+                )
+            return value
+
+        fits = typed("fits", list, [])
+        warnings = typed("warnings", list, [])
+        return cls(
+            seed=int(typed("seed", int, 42)),
+            valid_pct=float(typed("valid_pct", (int, float), 0.2)),
+            stratify=bool(typed("stratify", bool, True)),
+            batch_size=int(typed("batch_size", int, 64)),
+            epochs=int(typed("epochs", int, 0)),
+            pretrained=typed("pretrained", bool, None),
+            data=typed("data", dict, None),
+            config=typed("config", dict, None),
+            fits=tuple(f for f in fits if isinstance(f, dict)),
+            head_fit=typed("head_fit", dict, None),
+            warnings=tuple(str(w) for w in warnings),
+            train_images=typed("train_images", int, None),
+            valid_images=typed("valid_images", int, None),
+        )
+
+
+@dataclass(frozen=True)
 class BundleConfig:
     """What ``config.json`` holds: everything needed to rebuild the model and its input."""
 
@@ -63,7 +127,7 @@ class BundleConfig:
     preprocess: PreprocessConfig
     """How an image becomes the model's input."""
     training: dict[str, Any] = field(default_factory=dict)
-    """Summary of the training run (epochs, learning rate, seed, times, image counts)."""
+    """The training record as written (JSON); read it typed through :attr:`record`."""
     dataset_fingerprint: str = ""
     """sha256 over the training and validation files and labels."""
     ursa_version: str = ""
@@ -84,28 +148,25 @@ class BundleConfig:
             "dataset_fingerprint": self.dataset_fingerprint,
         }
 
+    @property
+    def record(self) -> TrainingRecord:
+        """The training record, typed, with the defaults of records that lack a field."""
+        return TrainingRecord.from_dict(self.training)
+
     def data_settings(self) -> DataSettings:
         """The data settings training used (split, size, resize, input kind), for
-        rebuilding the same split: ``ImageData.from_spec(training.get("data"), path, **settings)``
-        (labels and split as recorded: folder, regex or table)."""
-        training = self.training
-        valid_pct = training.get("valid_pct")
-        try:
-            return {
-                "valid_pct": 0.2 if valid_pct is None else float(valid_pct),
-                "seed": int(training.get("seed", 42)),
-                "stratify": bool(training.get("stratify", True)),
-                "batch_size": int(training.get("batch_size", 64)),
-                "size": self.preprocess.size,
-                "resize": self.preprocess.resize,
-                "pad_mode": self.preprocess.pad_mode,
-                "input": self.preprocess.input,
-            }
-        except (TypeError, ValueError, OverflowError) as error:
-            raise BundleError(
-                f"the bundle's training record cannot rebuild its data split ({error}); "
-                f"give the split yourself or retrain"
-            ) from None
+        rebuilding the same split (:func:`ursa.data.as_trained.data_as_trained`)."""
+        record = self.record
+        return {
+            "valid_pct": record.valid_pct,
+            "seed": record.seed,
+            "stratify": record.stratify,
+            "batch_size": record.batch_size,
+            "size": self.preprocess.size,
+            "resize": self.preprocess.resize,
+            "pad_mode": self.preprocess.pad_mode,
+            "input": self.preprocess.input,
+        }
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str) -> BundleConfig:
@@ -113,10 +174,11 @@ class BundleConfig:
         if values.get("format") != FORMAT_NAME:
             raise BundleError(f"{source}: config.json is not an ursa bundle config (no format tag)")
         version = values.get("schema_version")
-        if type(version) is not int or version != SCHEMA_VERSION:  # True == 1, but is no version
+        if type(version) is not int or version not in READABLE_VERSIONS:  # True == 1: no version
             raise BundleError(
-                f"{source}: bundle schema version {version!r}, this ursa reads version "
-                f"{SCHEMA_VERSION}; use the ursa version that wrote it or re-export the model"
+                f"{source}: bundle schema version {version!r}, this ursa reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}; use the ursa version that wrote it "
+                f"or re-export the model"
             )
         problems = []
         for key, kind in (

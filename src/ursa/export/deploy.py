@@ -93,12 +93,11 @@ _Split = tuple[list[Path], list[Path], np.ndarray]
 
 def _split(bundle: Bundle, folder: Path) -> _Split:
     """(calibration files, validation files, validation label indices) from ``folder``."""
-    from ursa.data.core import ImageData
+    from ursa.data.as_trained import data_as_trained
 
-    settings = bundle.config.data_settings()
     # A model trained without a validation split still needs held-out images here.
-    settings["valid_pct"] = settings.get("valid_pct") or 0.2
-    data = ImageData.from_spec(bundle.config.training.get("data"), folder, **settings)
+    valid_pct = bundle.config.record.valid_pct or 0.2
+    data = data_as_trained(bundle.config, folder, valid_pct=valid_pct)
     names = bundle.config.class_names
     unknown = sorted(set(data.class_names) - set(names))
     if unknown:
@@ -122,7 +121,7 @@ def _quantize(
 ) -> tuple[bytes, QuantizeReport]:
     train, valid, labels = split
     config = bundle.config.preprocess
-    chosen = random.Random(int(bundle.config.training.get("seed", 42))).sample(
+    chosen = random.Random(bundle.config.record.seed).sample(
         train, min(count, len(train))
     )
     int8_bytes = quantize_int8(onnx_bytes, load_inputs(chosen, config))

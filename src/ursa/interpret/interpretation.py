@@ -28,6 +28,7 @@ from ursa.core.preprocess import (
     prepare_input,
     resize_for_model,
 )
+from ursa.data.as_trained import data_as_trained
 from ursa.data.core import ImageData, html_table, text_table
 from ursa.interpret import metrics
 from ursa.interpret.metrics import Calibration, ClassMetrics, Confusion
@@ -186,7 +187,7 @@ class Interpretation:
         config = model.config
         training = dict(config.training)
         if not isinstance(data, ImageData):
-            data = ImageData.from_spec(training.get("data"), data, **config.data_settings())
+            data = data_as_trained(config, data)
         history = model.metrics.get("history")
         summary = ModelSummary(
             arch=config.arch,

@@ -84,6 +84,7 @@ def training_record(learner: Learner) -> dict[str, Any]:
     training section reads the same record, for a bundle or a learner in memory)."""
     data = learner.data
     return {
+        "config": learner.config.to_dict(),
         "fits": learner.fits,
         "epochs": len(learner.history),
         "seed": learner.seed,

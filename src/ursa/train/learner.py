@@ -23,6 +23,7 @@ from ursa.data.core import ImageData, html_table
 from ursa.models.backbones import backbone_info, classifier_of, create_model, layer_groups
 from ursa.train import checkpoint as ckpt
 from ursa.train.advice import training_warnings
+from ursa.train.config import TrainConfig
 from ursa.train.distributed import make_accelerator, world_size
 from ursa.train.head_fit import HeadFit, Pass, extract_features, fit_linear_head, mirror
 from ursa.train.loop import (
@@ -89,54 +90,57 @@ class Learner:
     def __init__(
         self,
         data: ImageData,
-        arch: str = "efficientnet_lite0",
+        arch: str | None = None,
         *,
-        pretrained: bool = True,
-        weights: str | Path | None = None,
-        drop_rate: float = 0.2,
-        weight_decay: float = 0.01,
-        train_bn: bool = True,
-        seed: int | None = None,
+        config: TrainConfig | None = None,
         device: str | torch.device | None = None,
         logger: TrainingLogger | None = None,
-        label_smoothing: float = 0.0,
-        class_weights: bool = False,
-        balanced_sampler: bool = False,
-        accumulate: int = 1,
-        clip_norm: float | None = None,
-        precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
-        channels_last: bool = True,
-        monitor: str = "error_rate",
-        patience: int | None = None,
-        keep_best: bool = False,
-        keep_bn_stats: bool | None = None,
         checkpoint_dir: str | Path | None = None,
         distributed: bool | None = None,
+        class_weights: bool = False,
+        balanced_sampler: bool = False,
+        **settings: Any,
     ) -> None:
-        """``label_smoothing``: spread this much target mass over the other classes.
-        ``class_weights``: weigh the loss by inverse class frequency; ``balanced_sampler``:
-        draw training images so each class is equally likely (for imbalanced data).
-        ``accumulate``, ``clip_norm``, ``precision``, ``channels_last``, ``monitor``,
-        ``patience``, ``keep_best``, ``keep_bn_stats``: see :class:`~ursa.train.loop.FitOptions`
-        (``precision="auto"``: bf16 or fp16 on CUDA; on the CPU bf16 where it has bf16
-        instructions, else fp32). ``checkpoint_dir``:
-        write ``last.ckpt`` there after every epoch (resume with :meth:`resume`).
-        ``distributed``: use Accelerate's process group; None: when launched with
-        several processes (``accelerate launch``)."""
+        """``config``: the run's :class:`~ursa.train.config.TrainConfig` (default: every
+        default); ``arch`` and ``settings`` change it by name, e.g.
+        ``Learner(data, "efficientnet_lite1", label_smoothing=0.1, precision="fp32")``; an
+        unknown name is a :class:`ConfigError` listing the known ones. The settings:
+        ``pretrained``, ``weights``, ``drop_rate``, ``train_bn``, ``channels_last``
+        (model); ``label_smoothing``, ``balance`` (``"weights"``: the loss weighed by
+        inverse class frequency; ``"sampler"``: each class equally likely to be drawn);
+        ``weight_decay``, ``accumulate``, ``clip_norm`` (optimiser); ``precision``
+        (``"auto"``: bf16 or fp16 on CUDA; on the CPU bf16 where it has bf16
+        instructions, else fp32), ``monitor``, ``patience``, ``min_delta``, ``keep_best``,
+        ``keep_bn_stats`` (see :class:`~ursa.train.loop.FitOptions`); ``seed`` (default:
+        the data's). ``class_weights=True`` / ``balanced_sampler=True`` are the older
+        spellings of ``balance``.
+
+        Not part of the config (they change how a run goes, not what it computes):
+        ``device``, ``logger``, ``checkpoint_dir`` (write ``last.ckpt`` there after every
+        epoch; resume with :meth:`resume`), ``distributed`` (use Accelerate's process
+        group; None: when launched with several processes, ``accelerate launch``)."""
         quiet_tqdm_widget_warning()  # before timm's import, which warns in some notebooks
-        if not 0.0 <= drop_rate < 1.0:
-            raise ConfigError(f"drop_rate={drop_rate}: use a probability from 0 up to 1")
-        if weight_decay < 0:
-            raise ConfigError(f"weight_decay={weight_decay}: use 0 or more")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing={label_smoothing}: use 0 up to 1, such as 0.1")
-        if precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ConfigError(f"precision={precision!r}: use auto, fp32, bf16 or fp16")
+        if class_weights and balanced_sampler:
+            raise ConfigError("class_weights and balanced_sampler: choose one balance")
+        if class_weights or balanced_sampler:
+            settings.setdefault("balance", "weights" if class_weights else "sampler")
+        if arch is not None:
+            settings["arch"] = arch
+        if isinstance(settings.get("weights"), Path):
+            settings["weights"] = str(settings["weights"])
+        config = (config or TrainConfig()).replace(**settings)
+        if config.run.seed is None:
+            config = config.replace(seed=data.config.seed)
+        self.config = config
+        """The run's settings, whole (recorded in checkpoints and the bundle)."""
+        model, fit = config.model, config.fit
+        arch, pretrained, weights = model.arch, model.pretrained, model.weights
+        channels_last = model.channels_last
         self.data = data
         self.arch = arch
-        self.seed = data.config.seed if seed is None else seed
-        self.weight_decay = weight_decay
-        self.train_bn = train_bn
+        self.seed = int(config.run.seed)  # type: ignore[arg-type]  # set above
+        self.weight_decay = config.optimizer.weight_decay
+        self.train_bn = model.train_bn
         self.accelerator: Accelerator | None = None
         if distributed or (distributed is None and world_size() > 1):
             cpu = device is not None and torch.device(device).type == "cpu"
@@ -151,19 +155,20 @@ class Learner:
             (logger or default_logger()) if self.is_main else SilentLogger()
         )
         self.options = FitOptions(
-            accumulate=accumulate,
-            clip_norm=clip_norm,
-            precision=_auto_precision(self.device) if precision == "auto" else precision,
+            accumulate=config.optimizer.accumulate,
+            clip_norm=config.optimizer.clip_norm,
+            precision=_auto_precision(self.device) if fit.precision == "auto" else fit.precision,
             channels_last=channels_last,
-            monitor=monitor,
-            patience=patience,
-            keep_best=keep_best,
+            monitor=fit.monitor,
+            patience=fit.patience,
+            min_delta=fit.min_delta,
+            keep_best=fit.keep_best,
             # Random weights have no statistics worth keeping.
             keep_bn_stats=(pretrained or weights is not None)
-            if keep_bn_stats is None
-            else keep_bn_stats,
+            if fit.keep_bn_stats is None
+            else fit.keep_bn_stats,
         )
-        self.balanced_sampler = balanced_sampler
+        self.balanced_sampler = config.loss.balance == "sampler"
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         info = backbone_info(arch)
         self.timm_name = info.timm_name
@@ -185,15 +190,17 @@ class Learner:
             len(data.class_names),
             pretrained=pretrained,
             weights=weights,
-            drop_rate=drop_rate,
+            drop_rate=model.drop_rate,
         ).to(self.device)
         if channels_last:
             # NHWC: the CPU's (oneDNN) and the GPU's (cuDNN) fast convolution kernels;
             # measured 25 % faster training steps for EfficientNet-Lite0 on this CPU.
             self.model = self.model.to(memory_format=torch.channels_last)
         self.pretrained = pretrained or weights is not None
-        weight = self._class_weights() if class_weights else None
-        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        weight = self._class_weights() if config.loss.balance == "weights" else None
+        self.loss_fn = nn.CrossEntropyLoss(
+            weight=weight, label_smoothing=config.loss.label_smoothing
+        )
         self.loss_fn.to(self.device)
         self.history: list[EpochRecord] = []
         self.warnings: list[str] = []
@@ -454,6 +461,7 @@ class Learner:
             state = {
                 "arch": self.arch,
                 "class_names": list(self.class_names),
+                "config": self.config.to_dict(),
                 "fit_index": fit_index,
                 "epochs_done": epochs_done,
                 "history": [r.to_dict() for r in [*self.history, *records]],
@@ -487,11 +495,25 @@ class Learner:
         """
         checkpoint = ckpt.load_checkpoint(path)
         state = checkpoint.state
-        if state.get("arch") != self.arch or state.get("class_names") != list(self.class_names):
+        if state.get("class_names") != list(self.class_names):
             raise ckpt.CheckpointError(
-                f"{path}: checkpoint of {state.get('arch')} on classes {state.get('class_names')}, "
-                f"but this run is {self.arch} on {list(self.class_names)}; resume with the same "
-                f"architecture and data"
+                f"{path}: checkpoint of a run on classes {state.get('class_names')}, but this "
+                f"run's data has {list(self.class_names)}; resume on the same data"
+            )
+        if "config" not in state:  # written before the config was recorded whole
+            raise ckpt.CheckpointError(
+                f"{path}: this checkpoint was written by an older ursa and does not record "
+                f"its training settings; start the run again"
+            )
+        try:
+            recorded = TrainConfig.from_dict(state["config"])
+        except ConfigError as error:
+            raise ckpt.CheckpointError(f"{path}: {error}") from None
+        changed = recorded.differences(self.config)
+        if changed:
+            raise ckpt.CheckpointError(
+                f"{path}: this run's settings differ from the checkpoint's "
+                f"({'; '.join(changed)}); resume with the same settings as the interrupted run"
             )
         try:
             unwrap(self.model).load_state_dict(checkpoint.model)

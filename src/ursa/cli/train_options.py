@@ -1,0 +1,76 @@
+"""The training flags of ``ursa train`` and ``ursa lr-find``, generated from
+:class:`ursa.train.config.TrainConfig` (one definition: the field's type, default and
+help), as :mod:`ursa.cli.options` does for the data flags."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import Field
+from typing import Annotated, Any, TypeVar, get_args, get_origin
+
+import typer
+
+from ursa.train.config import GROUPS, TrainConfig, setting_fields
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The parameter the decorated command receives the config in.
+PARAMETER = "settings"
+_PANELS = {"model": "Model", "loss": "Loss", "optimizer": "Optimiser", "fit": "Fit", "run": "Run"}
+
+
+def train_options() -> Callable[[F], F]:
+    """Give a command the training flags in place of its ``settings: TrainConfig`` parameter;
+    the command receives the :class:`TrainConfig` the flags make (invalid values are a
+    one-line ``ConfigError`` from the config's own checks)."""
+    flagged = _flagged()
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        if PARAMETER not in signature.parameters:
+            raise TypeError(f"{command.__name__} needs a `{PARAMETER}: TrainConfig` parameter")
+        kept = [p for p in signature.parameters.values() if p.name != PARAMETER]
+        added = [_parameter(group, field) for group, field in flagged]
+        names = [field.name for _, field in flagged]
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in names}
+            return command(*args, **kwargs, **{PARAMETER: TrainConfig().replace(**values)})
+
+        wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
+        annotations = {k: v for k, v in command.__annotations__.items() if k != PARAMETER}
+        wrapper.__annotations__ = annotations | {p.name: p.annotation for p in added}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _flagged() -> list[tuple[str, Field[Any]]]:
+    groups = {f.name: g for g in GROUPS for f in _group_fields(g)}
+    return [(groups[f.name], f) for f in setting_fields() if f.metadata.get("flag")]
+
+
+def _group_fields(group: str) -> list[Field[Any]]:
+    import dataclasses
+
+    return list(dataclasses.fields(getattr(TrainConfig(), group)))
+
+
+def _parameter(group: str, field: Field[Any]) -> inspect.Parameter:
+    owner = type(getattr(TrainConfig(), group))
+    kind = typing.get_type_hints(owner)[field.name]
+    optional = get_origin(kind) in (typing.Union, types.UnionType) and type(None) in get_args(kind)
+    base = next(a for a in get_args(kind) if a is not type(None)) if optional else kind
+    flag = field.metadata["flag"]
+    dashed = flag if isinstance(flag, str) else "--" + field.name.replace("_", "-")
+    decls = (f"{dashed}/--no-{dashed[2:]}",) if base is bool else (dashed,)
+    option = typer.Option(*decls, help=field.metadata["help"], rich_help_panel=_PANELS[group])
+    annotation: Any = Annotated[base | None if optional else base, option]  # Literal: choices
+    return inspect.Parameter(
+        field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=annotation
+    )

@@ -1,0 +1,218 @@
+"""One typed training config: what a run is, as a tree of frozen dataclasses.
+
+:class:`TrainConfig` groups every setting that changes the trained weights: the model,
+the loss, the optimiser, the fit options and the run's seed. ``Learner`` takes it
+(``Learner(data, config=...)``, or the same settings by name: ``Learner(data,
+label_smoothing=0.1)``), ``ursa train`` generates its flags from it
+(:func:`ursa.cli.train_options.train_options`), checkpoints store it whole and
+``--resume`` compares it whole (:meth:`TrainConfig.differences`), and the bundle records it
+whole (``training["config"]``).
+
+What is not here changes how a run goes, not what it computes: the logger, the device,
+the checkpoint folder. The schedule (epochs, rates) is the argument of ``fine_tune`` /
+``fit_one_cycle`` and is recorded per fit (``training["fits"]``).
+
+Setting names are unique across the groups, so a setting is named by its field alone:
+``config.replace(label_smoothing=0.1)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, get_args
+
+from ursa.core.errors import ConfigError
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Monitor = Literal["valid_loss", "error_rate", "accuracy", "macro_f1"]
+Balance = Literal["none", "weights", "sampler"]
+
+
+def _help(text: str, flag: str | bool = True) -> dict[str, Any]:
+    """Field metadata: the help line of its ``ursa train`` flag; ``flag``: the flag's name
+    when it is not the field's (``--early-stop`` for ``patience``), False for no flag."""
+    return {"help": text, "flag": flag}
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The network: which backbone, from which weights, how regularised."""
+
+    arch: str = field(
+        default="efficientnet_lite0", metadata=_help("efficientnet_lite0/1/2 or a timm name.")
+    )
+    pretrained: bool = field(default=True, metadata=_help("Start from pretrained weights."))
+    weights: str | None = field(default=None, metadata=_help("Local pretrained weights file."))
+    drop_rate: float = field(default=0.2, metadata=_help("Dropout before the head.", flag=False))
+    train_bn: bool = field(
+        default=True, metadata=_help("Train batch-norm layers while the body is frozen (fastai).")
+    )
+    channels_last: bool = field(
+        default=True,
+        metadata=_help("NHWC batches (faster convolutions on CPU and GPU).", flag=False),
+    )
+
+    def __post_init__(self) -> None:
+        if not self.arch.strip():
+            raise ConfigError("arch='': name a backbone such as efficientnet_lite0")
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ConfigError(f"drop_rate={self.drop_rate}: use a probability from 0 up to 1")
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The loss: cross-entropy, optionally smoothed, optionally balanced."""
+
+    label_smoothing: float = field(default=0.0, metadata=_help("Label smoothing, e.g. 0.1."))
+    balance: Balance = field(
+        default="none", metadata=_help("Imbalanced classes: none, weights (loss) or sampler.")
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing={self.label_smoothing}: use 0 up to 1, such as 0.1")
+        _check_choice("balance", self.balance, Balance)
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """AdamW's weight decay and how each step is taken."""
+
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay.", flag=False))
+    accumulate: int = field(default=1, metadata=_help("Batches per optimizer step."))
+    clip_norm: float | None = field(
+        default=None, metadata=_help("Clip the gradient norm to this.", flag="--clip")
+    )
+
+    def __post_init__(self) -> None:
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"weight_decay={self.weight_decay}: use 0 or more")
+        if self.accumulate < 1:
+            raise ConfigError(f"accumulate={self.accumulate}: use 1 or more batches per step")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ConfigError(f"clip_norm={self.clip_norm}: use a positive norm, or none")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Arithmetic precision, early stopping and which weights the run ends with."""
+
+    precision: Precision = field(
+        default="auto",
+        metadata=_help(
+            "auto (bf16/fp16 on CUDA; bf16 on CPUs with bf16 instructions, else fp32), fp32, "
+            "bf16, fp16."
+        ),
+    )
+    monitor: Monitor = field(
+        default="error_rate", metadata=_help("Metric for early stopping and keep-best.")
+    )
+    patience: int | None = field(
+        default=None,
+        metadata=_help("Stop after this many epochs without improvement.", flag="--early-stop"),
+    )
+    min_delta: float = field(
+        default=0.0,
+        metadata=_help("Smallest change of the monitored metric that counts.", flag=False),
+    )
+    keep_best: bool = field(
+        default=False, metadata=_help("Each fit ends with its best validated weights.", flag=False)
+    )
+    keep_bn_stats: bool | None = field(
+        default=None,
+        metadata=_help(
+            "Keep the pretrained batch-norm statistics (None: when the weights are pretrained).",
+            flag=False,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("precision", self.precision, Precision)
+        _check_choice("monitor", self.monitor, Monitor)
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience={self.patience}: use 1 or more epochs, or none")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What makes a run repeatable."""
+
+    seed: int | None = field(
+        default=None, metadata=_help("Random seed (default: the data's).", flag=False)
+    )
+
+
+GROUPS = ("model", "loss", "optimizer", "fit", "run")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting that changes what training computes (see the module's docstring)."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    loss: LossSettings = field(default_factory=LossSettings)
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    fit: FitSettings = field(default_factory=FitSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def flat(self) -> dict[str, Any]:
+        """``{setting: value}`` over all groups."""
+        return {f.name: getattr(getattr(self, g), f.name) for g, f in _leaf_fields()}
+
+    def replace(self, **settings: Any) -> TrainConfig:
+        """A copy with the named settings changed; an unknown name is a :class:`ConfigError`
+        listing the known ones."""
+        groups: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+        owner = {f.name: g for g, f in _leaf_fields()}
+        for name, value in settings.items():
+            if name not in owner:
+                raise ConfigError(
+                    f"unknown training setting {name!r}; known: {', '.join(sorted(owner))}"
+                )
+            groups[owner[name]][name] = value
+        return TrainConfig(
+            **{g: dataclasses.replace(getattr(self, g), **groups[g]) for g in GROUPS}
+        )
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The tree as JSON-ready dicts, by group."""
+        return {g: dataclasses.asdict(getattr(self, g)) for g in GROUPS}
+
+    @classmethod
+    def from_dict(cls, values: object) -> TrainConfig:
+        """The inverse of :meth:`to_dict`; settings it does not know (from a newer ursa) are
+        a :class:`ConfigError`, missing ones take their defaults (from an older ursa)."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a training config is a JSON object, not {type(values).__name__}")
+        flat: dict[str, Any] = {}
+        for group, settings in values.items():
+            if group not in GROUPS or not isinstance(settings, dict):
+                raise ConfigError(f"training config: unknown group {group!r}")
+            flat.update(settings)
+        try:
+            return cls().replace(**flat)
+        except TypeError as error:  # a value of the wrong type deep in a check
+            raise ConfigError(f"training config: {error}") from None
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """``"name: mine -> other's"`` for each setting that differs."""
+        mine, theirs = self.flat(), other.flat()
+        return [f"{n}: {mine[n]!r} -> {theirs[n]!r}" for n in mine if mine[n] != theirs[n]]
+
+
+def _leaf_fields() -> list[tuple[str, dataclasses.Field[Any]]]:
+    default = TrainConfig()
+    return [(g, f) for g in GROUPS for f in fields(getattr(default, g))]
+
+
+def setting_fields() -> list[dataclasses.Field[Any]]:
+    """Every setting's field (name, type, default, help), in group order."""
+    return [f for _, f in _leaf_fields()]
+
+
+def _check_choice(name: str, value: object, choices: Any) -> None:
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r}: use {', '.join(allowed)}")
