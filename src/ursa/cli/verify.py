@@ -30,6 +30,7 @@ def verify(
     in the folder's manifest, ursa.sqlite.
     """
     from ursa.cli.support import shown
+    from ursa.core.manifest import MANIFEST_NAME
     from ursa.verify.checks import VerifyConfig
     from ursa.verify.checks import fix as apply_fix
     from ursa.verify.checks import restore as undo
@@ -40,8 +41,9 @@ def verify(
             console.print(f"restored {len(undo(path))} file(s) from the quarantine folder")
             return
         config = VerifyConfig(min_side, near_threshold=threshold)
+        had_manifest = (path / MANIFEST_NAME).is_file()
         report = _verify_withprogress_bar(console, path, config)
-        _print_findings(console, report)
+        _print_findings(console, report, had_manifest=had_manifest)
         if fix and report.to_quarantine:
             moves = apply_fix(report)
             console.print(f"moved {len(moves)} file(s) to {shown(path)}/.ursa-quarantine "
@@ -96,7 +98,7 @@ def _verify_withprogress_bar(console: Console, path: Path, config: VerifyConfig)
         return verify_folder(path, config, on_file=lambda: progress.advance(task))
 
 
-def _print_findings(console: Console, report: VerifyReport) -> None:
+def _print_findings(console: Console, report: VerifyReport, *, had_manifest: bool) -> None:
     from ursa.cli.support import print_rows, shown
     from ursa.core.manifest import MANIFEST_NAME
 
@@ -105,7 +107,13 @@ def _print_findings(console: Console, report: VerifyReport) -> None:
         print_rows(console, ["kind", "file", "copy of", "detail", "action"], rows)
     counts = ", ".join(f"{n} {kind}" for kind, n in report.counts().items())
     console.print(f"checked {report.checked} image(s): {counts or 'all good'}", highlight=False)
-    if not report.recorded:
+    if report.recorded:  # a file in the user's folder: say that it was written
+        console.print(
+            f"recorded each image's hashes and findings in {shown(report.root)}/{MANIFEST_NAME} "
+            f"({'updated' if had_manifest else 'created'}: the folder's manifest, which gather, "
+            f"interpret and clean read too)", highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    else:
         console.print(
             f"nothing was recorded: {shown(report.root)} is read-only, so its manifest "
             f"({MANIFEST_NAME}) was left as it was", highlight=False, soft_wrap=True,
