@@ -101,8 +101,13 @@ class CleanSession:
         thumbnail_px: int = 256,
         batch_size: int = 32,
         progress: Callable[[str], None] | None = None,
+        on_predicted: Callable[[int, int], None] | None = None,
     ) -> CleanSession:
-        """Load ``bundle``, recover and sync the journal of ``data``, predict what is not cached."""
+        """Load ``bundle``, recover and sync the journal of ``data``, predict what is not cached.
+
+        ``progress`` gets a line for each step; ``on_predicted(done, total)`` is called as
+        each batch of the images to predict is done (the first run predicts them all).
+        """
         # The bundle reader lives in ursa.export, a later stage than this one; it is the
         # format every stage shares, so it is imported here, inside the function.
         from ursa.export.model import load
@@ -123,7 +128,7 @@ class CleanSession:
             missing = {sha: p for sha, p in missing.items() if sha not in cached}
             missing = {sha: p for sha, p in missing.items() if sha not in problems}
             say(f"{len(images)} images; predicting {len(missing)} (the rest are cached)")
-            fresh, failed = _predict(model, missing, batch_size)
+            fresh, failed = _predict(model, missing, batch_size, on_predicted)
             with PredictionCache(journal.root) as cache:
                 cache.store(model_id, list(fresh.items()))
             problems.update(failed)
@@ -255,9 +260,13 @@ def _model_id(bundle: Path, backend: str) -> str:
 
 
 def _predict(
-    model: BundleModel, files: dict[str, Path], batch_size: int
+    model: BundleModel,
+    files: dict[str, Path],
+    batch_size: int,
+    on_predicted: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """``({sha256: JSON probabilities}, {sha256: why not})`` for ``files`` (by sha256)."""
+    """``({sha256: JSON probabilities}, {sha256: why not})`` for ``files`` (by sha256);
+    ``on_predicted(done, total)`` after each batch."""
     fresh: dict[str, str] = {}
     failed: dict[str, str] = {}
     shas = list(files)
@@ -276,4 +285,6 @@ def _predict(
         for sha, prediction in zip(chunk, predictions, strict=True):
             row = [float(prediction.probabilities[name]) for name in model.class_names]
             fresh[sha] = json.dumps(row)
+        if on_predicted is not None:
+            on_predicted(min(start + batch_size, len(shas)), len(shas))
     return fresh, failed

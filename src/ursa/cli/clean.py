@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -113,13 +113,16 @@ def serve_page(
     from ursa.clean.app import check_port, has_display, page_url, run
     from ursa.clean.session import CleanSession
     from ursa.clean.settings import CleanSettings
+    from ursa.cli.checks import data_folder
 
     settings = CleanSettings(bundle=bundle, data=data, host=host, port=port)
-    check_port(settings)
-    session = CleanSession.open(
-        bundle, data, fault=settings.fault, thumbnail_px=settings.thumbnail_px,
-        progress=lambda line: console.print(line, highlight=False),
-    )  # fmt: skip
+    check_port(settings)  # the quick checks first: predicting every image takes minutes
+    data_folder(data)
+    with PredictionBar(console) as bar:
+        session = CleanSession.open(
+            bundle, data, fault=settings.fault, thumbnail_px=settings.thumbnail_px,
+            progress=bar.line, on_predicted=bar.update,
+        )  # fmt: skip
     summary = session.journal.summary().line()
     console.print(f"journal of {data}: {summary}", highlight=False, soft_wrap=True)
     console.print(
@@ -129,6 +132,44 @@ def serve_page(
     if open_browser and not has_display():
         console.print("no graphical browser here: open that address in one", highlight=False)
     run(settings, session, open_browser=open_browser)
+
+
+class PredictionBar:
+    """The cleaner's first predictions as a bar with the time left, on a terminal; the
+    session's step lines print above it (and alone, when piped)."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console
+        self.progress = Progress(
+            TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("left"), TimeRemainingColumn(), console=console, transient=True,
+            disable=not console.is_terminal,
+        )  # fmt: skip
+        self.task: Any = None
+
+    def line(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    def update(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("predict", total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def __enter__(self) -> PredictionBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
 
 
 def register(app: typer.Typer) -> None:
