@@ -113,7 +113,7 @@ def test_report_names_the_known_limits_and_the_sources(trained: Trained, tmp_pat
         assert f'<section id="{section}">' in page
     assert "copies of training images (leakage)" in page
     assert Path(LEAK).name in page and "train/red/03.png" in page
-    assert "fewer than 10 validation images (&#x27;blue&#x27; 8" in page  # red: 9
+    assert "fewer than 10 validation images (&#39;blue&#39; 8" in page  # red: 9
     assert "cc-by 4.0" in page and "Ann Example" in page and "openverse" in page
     assert "no recorded licence" in page  # most images were added by hand
     # fine_tune's first fit is the head fit: no epochs or rates to show for it.

@@ -34,6 +34,6 @@ def test_a_limit_shared_by_several_classes_is_one_line_naming_them(
     valid = [line for line in limits if "validation images" in line and "fewer than" in line]
     assert len(train) == 1 and len(valid) == 1, limits
     for name in trained.learner.class_names:
-        assert f"&#x27;{name}&#x27;" in train[0] and f"&#x27;{name}&#x27;" in valid[0]
+        assert f"&#39;{name}&#39;" in train[0] and f"&#39;{name}&#39;" in valid[0]
     assert train[0].startswith("3 classes have fewer than 30 training images")
     assert len(limits) == len(set(limits))

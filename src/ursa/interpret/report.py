@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import base64
 import datetime
-import html
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import jinja2
 
 from ursa.core.atomic import atomic_write_bytes
 from ursa.core.errors import ConfigError, DataError
@@ -294,25 +295,6 @@ def render(interp: Interpretation, *, k: int, heatmap: bool) -> Rendered:
 
 # -- the page ------------------------------------------------------------------------------
 
-_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
-       max-width: 70rem; padding: 0 1rem; color: #1f2328; line-height: 1.45; }
-h1 { margin-bottom: .2rem; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .3rem;
-       margin-top: 2.2rem; }
-.meta { color: #57606a; } nav a { margin-right: .8rem; }
-table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; }
-th, td { border: 1px solid #d0d7de; padding: .25rem .6rem; text-align: left; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
-.figures { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
-.figures img { max-width: min(100%, 34rem); }
-.warn li { margin-bottom: .4rem; }
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
 
 def _number(value: float, digits: int = 4) -> str:
     return (
@@ -322,24 +304,7 @@ def _number(value: float, digits: int = 4) -> str:
     )
 
 
-def _image(png: bytes, alt: str) -> str:
-    encoded = base64.b64encode(png).decode("ascii")
-    return f'<img src="data:image/png;base64,{encoded}" alt="{_e(alt)}">'
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: set[int]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = "".join(
-            f'<td class="n">{_e(v)}</td>' if i in numeric else f"<td>{_e(v)}</td>"
-            for i, v in enumerate(row)
-        )
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _data_section(interp: Interpretation, sources: Sources | None) -> str:
+def _data_context(interp: Interpretation, sources: Sources | None) -> dict[str, Any]:
     counts = interp.data.counts()
     train = [counts["train"].get(n, 0) for n in interp.class_names]
     valid = [counts["valid"].get(n, 0) for n in interp.class_names]
@@ -347,48 +312,27 @@ def _data_section(interp: Interpretation, sources: Sources | None) -> str:
         (n, t, v, t + v) for n, t, v in zip(interp.class_names, train, valid, strict=True)
     ]
     rows.append(("total", sum(train), sum(valid), sum(train) + sum(valid)))
-    if find_split_folders(interp.data.root) is not None:
-        how = "split by its <code>train/</code> and <code>valid/</code> folders"
-    else:
-        how = (
-            f"a random {_e(interp.data.config.valid_pct)} of each class held out for "
-            f"validation (seed {_e(interp.data.config.seed)})"
-        )
-    parts = [
-        f"<p>{len(interp.class_names)} classes in <code>{_e(interp.data.root.name)}</code>, "
-        f"{how}.</p>",
-        _table(["class", "train", "valid", "total"], rows, {1, 2, 3}),
-    ]
-    if interp.data.skipped:
-        parts.append(f"<p>{len(interp.data.skipped)} unreadable files skipped.</p>")
-    parts.append("<h3>Sources and licences</h3>")
+    return {
+        "classes": len(interp.class_names),
+        "root": interp.data.root.name,
+        "split_folders": find_split_folders(interp.data.root) is not None,
+        "valid_pct": interp.data.config.valid_pct,
+        "seed": interp.data.config.seed,
+        "counts": rows,
+        "skipped": len(interp.data.skipped),
+    }
+
+
+def _credits(sources: Sources | None) -> list[tuple[str, str, str, str]]:
     if sources is None:
-        parts.append("<p>No manifest (<code>ursa.sqlite</code>): sources are not recorded.</p>")
-    else:
-        parts.append(
-            f"<p>{sources.recorded} images recorded in the manifest, {sources.unrecorded} not.</p>"
-        )
-        if sources.relabeled or sources.deleted:
-            parts.append(
-                f"<p>Cleaned: {sources.relabeled} images relabeled and {sources.deleted} deleted "
-                f"(<code>ursa clean DATA --history</code> lists each decision).</p>"
-            )
-        parts.append(_table(["licence", "images"], sources.licences, {1}))
-        parts.append(_table(["provider", "images"], sources.providers, {1}))
-        if sources.credits:
-            credit_rows = [
-                (r.path, r.creator or "–", r.license or "unknown", r.page_url or r.source_url)
-                for r in sources.credits[:2000]
-            ]
-            parts.append(
-                f"<details><summary>Credits ({len(sources.credits)} images)</summary>"
-                + _table(["image", "creator", "licence", "source"], credit_rows, set())
-                + "</details>"
-            )
-    return "".join(parts)
+        return []
+    return [
+        (r.path, r.creator or "–", r.license or "unknown", r.page_url or r.source_url)
+        for r in sources.credits[:2000]
+    ]
 
 
-def _training_section(interp: Interpretation, rendered: Rendered) -> str:
+def _training_rows(interp: Interpretation) -> list[tuple[str, Any]]:
     summary = interp.summary
     training = summary.training
     config = summary.preprocess
@@ -415,12 +359,7 @@ def _training_section(interp: Interpretation, rendered: Rendered) -> str:
     for key in ("batch_size", "augment", "seed", "train_seconds", "device"):
         if key in training:
             rows.append((key.replace("_", " "), training[key]))
-    parts = [_table(["setting", "value"], rows, set())]
-    if rendered.history is not None:
-        parts.append(_image(rendered.history, "training history"))
-    else:
-        parts.append("<p>No training history (the model was not trained by ursa's loop).</p>")
-    return "".join(parts)
+    return rows
 
 
 def _epochs_text(history: Sequence[Any], recorded: Any) -> str:
@@ -452,44 +391,20 @@ def _head_fit_text(record: Any) -> str:
     return text
 
 
-def _metrics_section(interp: Interpretation) -> str:
-    split = {"valid": "validation", "train": "training", "all": "all"}[interp.split]
-    overall = _table(
-        ["split", "images", "accuracy", "error rate", "loss"],
-        [(split, len(interp.targets), _number(interp.accuracy), _number(1 - interp.accuracy),
-          _number(interp.loss))],
-        {1, 2, 3, 4},
-    )  # fmt: skip
-    per_class = _table(
-        ["class", "precision", "recall", "F1", "support"],
-        [(m.name, _number(m.precision, 3), _number(m.recall, 3), _number(m.f1, 3), m.support)
-         for m in interp.per_class_metrics()],
-        {1, 2, 3, 4},
-    )  # fmt: skip
-    return overall + per_class
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _top_losses_section(interp: Interpretation, rendered: Rendered) -> str:
-    root = interp.data.root
-    rows = [
-        (rank, relative_path(interp.items[t.index], root), t.split, t.actual, t.predicted,
-         _number(t.loss, 3), _number(t.probability_actual, 3))
-        for rank, t in enumerate(rendered.top, start=1)
-    ]  # fmt: skip
-    note = (
-        f"<p>{_e(rendered.heatmap_note)}</p>"
-        if rendered.heatmap_note
-        else (
-            "<p>Titles: predicted / actual, the loss and the probability of the actual class. "
-            "The overlay (Grad-CAM of the backbone's last convolutional stage) shows where the "
-            "model found the evidence for its prediction. High losses on training images are "
-            "often mislabeled images.</p>"
-        )
+def _template() -> jinja2.Template:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("ursa.interpret", "templates"),
+        autoescape=True,  # every value escaped: class names, paths, creators, messages
+        undefined=jinja2.StrictUndefined,  # a misspelt name fails, never renders empty
+        keep_trailing_newline=True,
+        trim_blocks=True,  # a block tag's own line leaves no blank line behind
+        lstrip_blocks=True,
     )
-    table = _table(
-        ["#", "image", "split", "actual", "predicted", "loss", "p(actual)"], rows, {0, 5, 6}
-    )
-    return note + _image(rendered.top_losses, "top losses") + table
+    return environment.get_template("report.html")
 
 
 def build_html(
@@ -498,55 +413,74 @@ def build_html(
     findings: Sequence[Finding],
     sources: Sources | None,
 ) -> str:
-    """The whole page as a string."""
+    """The whole page as a string: ``templates/report.html`` filled in."""
     confused = interp.most_confused()
-    confused_rows = [(c.actual, c.predicted, c.count) for c in confused[:MAX_ROWS]]
-    more = f"<p>and {len(confused) - MAX_ROWS} more pairs.</p>" if len(confused) > MAX_ROWS else ""
-    limits = known_limits(interp, findings, sources)
-    calibration = interp.calibration()
-    sections = {
-        "data": _data_section(interp, sources),
-        "training": _training_section(interp, rendered),
-        "metrics": _metrics_section(interp),
-        "confusion": "<div class='figures'>"
-        + _image(rendered.confusion, "confusion matrix, counts")
-        + _image(rendered.confusion_normalized, "confusion matrix, row-normalised")
-        + "</div>",
-        "most-confused": (
-            _table(["actual", "predicted", "images"], confused_rows, {2}) + more
-            if confused
-            else "<p>No mistakes on this split.</p>"
-        ),
-        "top-losses": _top_losses_section(interp, rendered),
-        "calibration": f"<p>Expected calibration error: {calibration.ece:.4f} (0 is perfect: "
-        f"the top probability matches how often the model is right).</p>"
-        + _image(rendered.calibration, "reliability diagram"),
-        "limits": (
-            "<ul class='warn'>" + "".join(f"<li>{_e(text)}</li>" for text in limits) + "</ul>"
-            if limits
-            else "<p>None found.</p>"
-        ),
-    }
+    split = {"valid": "validation", "train": "training", "all": "all"}[interp.split]
+    root = interp.data.root
     title = f"Model card: {interp.summary.arch}, {len(interp.class_names)} classes"
     classes = ", ".join(interp.class_names[:20]) + (
         f" and {len(interp.class_names) - 20} more" if len(interp.class_names) > 20 else ""
     )
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    nav = "".join(f'<a href="#{key}">{_e(name)}</a>' for key, name in SECTIONS)
-    body = "".join(
-        f'<section id="{key}"><h2>{_e(name)}</h2>{sections[key]}</section>'
-        for key, name in SECTIONS
-    )
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
-        "img-src data:; style-src 'unsafe-inline'\">"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
-        f"<header><h1>{_e(title)}</h1><p class='meta'>Classes: {_e(classes)}. Accuracy "
-        f"{_number(interp.accuracy)} on {len(interp.targets)} {_e(interp.split)} images. "
-        f"Written {when} by ursa {_e(__version__)}.</p><nav>{nav}</nav></header>"
-        f"{body}</body></html>\n"
+    return _template().render(
+        title=title,
+        classes=classes,
+        accuracy=_number(interp.accuracy),
+        images=len(interp.targets),
+        split=interp.split,
+        when=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        version=__version__,
+        sections=SECTIONS,
+        data=_data_context(interp, sources),
+        sources=sources,
+        credits=_credits(sources),
+        training={
+            "rows": _training_rows(interp),
+            "history": None if rendered.history is None else _data_uri(rendered.history),
+        },
+        metrics={
+            "overall": [
+                (
+                    split,
+                    len(interp.targets),
+                    _number(interp.accuracy),
+                    _number(1 - interp.accuracy),
+                    _number(interp.loss),
+                )
+            ],
+            "per_class": [
+                (m.name, _number(m.precision, 3), _number(m.recall, 3), _number(m.f1, 3), m.support)
+                for m in interp.per_class_metrics()
+            ],
+        },
+        confusion={
+            "counts": _data_uri(rendered.confusion),
+            "normalized": _data_uri(rendered.confusion_normalized),
+        },
+        confused={
+            "rows": [(c.actual, c.predicted, c.count) for c in confused[:MAX_ROWS]],
+            "more": max(0, len(confused) - MAX_ROWS),
+        },
+        top={
+            "note": rendered.heatmap_note,
+            "figure": _data_uri(rendered.top_losses),
+            "rows": [
+                (
+                    rank,
+                    relative_path(interp.items[t.index], root),
+                    t.split,
+                    t.actual,
+                    t.predicted,
+                    _number(t.loss, 3),
+                    _number(t.probability_actual, 3),
+                )
+                for rank, t in enumerate(rendered.top, start=1)
+            ],
+        },
+        calibration={
+            "ece": f"{interp.calibration().ece:.4f}",
+            "figure": _data_uri(rendered.calibration),
+        },
+        limits=known_limits(interp, findings, sources),
     )
 
 
