@@ -103,7 +103,7 @@
     if (logits.length !== names.length) {
       throw new Error(`the model gave ${logits.length} outputs for ${names.length} classes`);
     }
-    // Softmax in doubles, as ursa.prediction does.
+    // Softmax in doubles, as ursa.core.prediction does.
     let max = -Infinity;
     for (const value of logits) max = Math.max(max, value);
     const exps = Array.from(logits, (value) => Math.exp(value - max));

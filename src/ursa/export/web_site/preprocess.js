@@ -1,8 +1,8 @@
 // ursa's validation-time preprocessing in the browser: the same input tensor as Python's
-// ursa.data.preprocess.prepare_input, computed from the decoded pixels in plain JavaScript.
+// ursa.core.preprocess.prepare_input, computed from the decoded pixels in plain JavaScript.
 //
 // What Python does, step by step, and how this file matches it:
-//   1. open the file (ursa.data.imageio.open_image): a JPEG may decode at 1/2, 1/4 or 1/8
+//   1. open the file (ursa.core.imageio.open_image): a JPEG may decode at 1/2, 1/4 or 1/8
 //      scale (PreprocessConfig.reduced_decode, Pillow's draft mode); the browser cannot, so
 //      the full decode is averaged over the same blocks, in the file's stored orientation;
 //   2. EXIF orientation applied; transparency composited onto white; 8-bit RGB;
@@ -254,7 +254,7 @@
     return j;
   }
 
-  // ursa.data.preprocess.resize_image: size × size by crop, pad or squish.
+  // ursa.core.preprocess.resize_image: size × size by crop, pad or squish.
   function resizeImage(source, size, method, interpolation, padMode, pillowMajor = 13) {
     const { width, height } = source;
     if (method === "squish") return resize(source, size, size, interpolation, null, pillowMajor);
@@ -299,7 +299,7 @@
     return out;
   }
 
-  // ursa.data.preprocess.normalize: (H, W, 3) uint8 → (3, H, W) float32, in float32 steps.
+  // ursa.core.preprocess.normalize: (H, W, 3) uint8 → (3, H, W) float32, in float32 steps.
   function normalize(source, mean, std) {
     const count = source.width * source.height;
     const out = new Float32Array(count * 3);
@@ -545,7 +545,7 @@
   }
 
   // Draw `source` at its own size onto white (transparency composited onto white, as
-  // ursa.data.imageio does), then read the pixels back as RGB.
+  // ursa.core.imageio does), then read the pixels back as RGB.
   function drawn(source, width, height) {
     const canvas = canvasOf(width, height);
     const context = canvas.getContext("2d", { willReadFrequently: true });
