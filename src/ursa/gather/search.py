@@ -542,6 +542,14 @@ class OpenverseProvider:
         )
 
 
+#: Bing's licence filter for each of ursa's (``any``: no filter).
+_BING_LICENSES: dict[str, str] = {
+    "any": "",
+    "commercial": "ShareCommercially",
+    "modification": "ModifyCommercially",
+}
+
+
 class DuckDuckGoProvider:
     """DuckDuckGo image search through the ``ddgs`` package; no key needed.
 
@@ -551,11 +559,7 @@ class DuckDuckGoProvider:
 
     name = "ddg"
     MIN_INTERVAL = 1.0
-    _FILTERS: ClassVar[dict[str, str]] = {
-        "any": "",
-        "commercial": "ShareCommercially",
-        "modification": "ModifyCommercially",
-    }
+    _FILTERS = _BING_LICENSES  # DuckDuckGo's image search takes Bing's filter names
 
     def __init__(
         self,
@@ -632,11 +636,7 @@ class BingProvider:
     PAGE_SIZE = 150
     """The most Bing returns per request."""
     MIN_INTERVAL = 0.35  # the common tiers allow 3 requests a second
-    _FILTERS: ClassVar[dict[str, str]] = {
-        "any": "",
-        "commercial": "ShareCommercially",
-        "modification": "ModifyCommercially",
-    }
+    _FILTERS = _BING_LICENSES
 
     def __init__(
         self,
