@@ -65,6 +65,7 @@ from ursa.core.manifest import (
     RowKind,
     Status,
     folder_lock,
+    foreign_manifest,
     image_row,
     iter_image_paths,
     missing_columns,
@@ -73,6 +74,7 @@ from ursa.core.manifest import (
     row_path,
     sql_values,
     typed_row,
+    unreadable_manifest,
 )
 from ursa.core.safepaths import class_name_problem, is_within, outside_link, relative_problem
 
@@ -319,10 +321,7 @@ class Journal:
             self.connection.executescript(_SCHEMA)
         except sqlite3.DatabaseError as error:
             self.connection.close()
-            raise DataError(
-                f"{self.root / MANIFEST_NAME} is not a readable ursa manifest ({error}); move it "
-                f"aside and run `ursa verify {self.root}` to rebuild it"
-            ) from None
+            raise unreadable_manifest(self.root, error) from None
         except BaseException:
             self.connection.close()
             raise
@@ -350,14 +349,8 @@ class Journal:
         """A :class:`DataError` when a cleaner table already there lacks a column it reads
         (``CREATE TABLE IF NOT EXISTS`` leaves a planted or older table as it is)."""
         lacking = missing_columns(self.connection, _COLUMNS, present_only=True)
-        missing = [f"{table} lacks {', '.join(names)}" for table, names in lacking.items()]
-        if missing:
-            manifest = self.root / MANIFEST_NAME
-            raise DataError(
-                f"{manifest} is not an ursa cleaning journal: {'; '.join(missing)} (made by "
-                f"something else, or changed by hand); move {MANIFEST_NAME} aside (its "
-                f"cleaning history goes with it) and run `ursa verify {self.root}` to rebuild it"
-            )
+        if lacking:
+            raise foreign_manifest(self.root, lacking)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

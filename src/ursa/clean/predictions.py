@@ -13,8 +13,14 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from ursa.core.errors import DataError
-from ursa.core.manifest import MANIFEST_NAME, ColumnKind, missing_columns, typed_row
+from ursa.core.manifest import (
+    MANIFEST_NAME,
+    ColumnKind,
+    foreign_manifest,
+    missing_columns,
+    typed_row,
+    unreadable_manifest,
+)
 
 TABLE = "clean_predictions"
 _SCHEMA = f"""
@@ -33,25 +39,16 @@ class PredictionCache:
     exist: the journal makes it); use as a context manager."""
 
     def __init__(self, root: Path) -> None:
-        path = root / MANIFEST_NAME
-        self.connection = sqlite3.connect(path, timeout=30.0)
+        self.connection = sqlite3.connect(root / MANIFEST_NAME, timeout=30.0)
         try:
-            missing = missing_columns(self.connection, {TABLE: _COLUMNS}, present_only=True)
-            if missing:
-                raise DataError(
-                    f"{path} is not an ursa cleaning journal: {TABLE} lacks "
-                    f"{', '.join(missing[TABLE])} (made by something else, or changed by "
-                    f"hand); move {MANIFEST_NAME} aside (its cleaning history goes with it) "
-                    f"and run `ursa verify {root}` to rebuild it"
-                )
+            lacking = missing_columns(self.connection, {TABLE: _COLUMNS}, present_only=True)
+            if lacking:
+                raise foreign_manifest(root, lacking)
             with self.connection:
                 self.connection.executescript(_SCHEMA)
         except sqlite3.DatabaseError as error:
             self.connection.close()
-            raise DataError(
-                f"{path} is not a readable ursa manifest ({error}); move it aside and run "
-                f"`ursa verify {root}` to rebuild it"
-            ) from None
+            raise unreadable_manifest(root, error) from None
         except BaseException:
             self.connection.close()
             raise

@@ -218,6 +218,25 @@ def missing_columns(
     return missing
 
 
+def unreadable_manifest(root: Path, error: sqlite3.Error) -> DataError:
+    """The error for a ``ursa.sqlite`` that SQLite cannot read (every reader says it so)."""
+    return DataError(
+        f"{root / MANIFEST_NAME} is not a readable ursa manifest ({error}); move it aside and "
+        f"run `ursa verify {root}` to rebuild it from the files"
+    )
+
+
+def foreign_manifest(root: Path, lacking: Mapping[str, Sequence[str]]) -> DataError:
+    """The error for a ``ursa.sqlite`` whose tables lack columns ursa reads
+    (:func:`missing_columns`): made by something else, or changed by hand."""
+    what = "; ".join(f"{table} lacks {', '.join(names)}" for table, names in lacking.items())
+    return DataError(
+        f"{root / MANIFEST_NAME} is not an ursa manifest: {what} (made by something else, or "
+        f"changed by hand); move it aside (any cleaning history goes with it) and run "
+        f"`ursa verify {root}` to rebuild it from the files"
+    )
+
+
 def _connect_read_only(path: Path) -> sqlite3.Connection:
     """``path`` opened read-only. A WAL database in a folder that cannot be written may
     lack the ``-shm`` file SQLite needs and cannot create; it is then opened as
@@ -297,24 +316,14 @@ class Manifest:
                 with self.connection:
                     self.connection.executescript(_SCHEMA)
                     self.connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            missing = [
-                f"{table}.{name}"
-                for table, names in missing_columns(self.connection, _COLUMNS).items()
-                for name in names
-            ]
+            missing = missing_columns(self.connection, _COLUMNS)
         except sqlite3.DatabaseError as error:
             with contextlib.suppress(AttributeError, sqlite3.Error):
                 self.connection.close()
-            raise DataError(
-                f"{self.path} is not a readable ursa manifest ({error}); move it aside and run "
-                f"`ursa verify {self.root}` to rebuild it from the files"
-            ) from None
+            raise unreadable_manifest(self.root, error) from None
         if missing:
             self.connection.close()
-            raise DataError(
-                f"{self.path} is not an ursa manifest: it lacks {', '.join(missing)}; move it "
-                f"aside and run `ursa verify {self.root}` to rebuild it from the files"
-            )
+            raise foreign_manifest(self.root, missing)
 
     def __enter__(self) -> Manifest:
         return self
