@@ -113,14 +113,97 @@ def tsv_field(value: object) -> str:
     return plain(str(value).replace("\\", "\\\\"))
 
 
-class RichLogger:
-    """The epoch table row by row, with a progress bar during each epoch."""
+class RunClock:
+    """How long the epoch and the whole run have left, from the training hooks' timings.
 
-    def __init__(self, console: Console) -> None:
+    Training time is projected from the batches done; validation from the validation
+    batches done, or before it starts from the last validation's duration (the head fit's
+    validation gives the first). The run's later epochs are taken to last as long as this
+    one (during the head fit, whose time says nothing of an epoch's, the run's is not
+    told). Times are passed in (``now``), so the arithmetic can be checked by itself.
+    """
+
+    def __init__(self) -> None:
+        self.last_epoch: int | None = None
+        """The run's last epoch number (None: no run announced, this epoch is all)."""
+        self.valid_seconds: float | None = None
+        """How long the last validation took (or would have, timed from its batches)."""
+        self.epoch = self.steps = self.done = self.valid_done = self.valid_steps = 0
+        self.started = 0.0
+        # Validation is timed from `origin`, when `origin_done` of its batches were done: the
+        # end of the last training batch (0 done), or without training batches (the head
+        # fit) the end of the first validation batch (1 done).
+        self.origin: float | None = None
+        self.origin_done = 0
+
+    def start_run(self, first_epoch: int, epochs: int) -> None:
+        self.last_epoch = first_epoch + epochs - 1
+
+    def start_epoch(self, epoch: int, steps: int, now: float) -> None:
+        self.epoch, self.steps, self.started = epoch, steps, now
+        self.done = self.valid_done = self.valid_steps = self.origin_done = 0
+        self.origin = None
+
+    def step(self, done: int, now: float) -> None:
+        self.done = done
+        if self.steps and done >= self.steps:
+            self.origin, self.origin_done = now, 0
+
+    def valid_step(self, done: int, steps: int, now: float) -> None:
+        if self.origin is None:
+            self.origin, self.origin_done = now, done
+        self.valid_done, self.valid_steps = done, steps
+
+    def _per_valid_batch(self, now: float) -> float | None:
+        if self.origin is None or self.valid_done <= self.origin_done:
+            return None
+        return (now - self.origin) / (self.valid_done - self.origin_done)
+
+    def end_epoch(self, now: float) -> None:
+        per_batch = self._per_valid_batch(now)
+        if per_batch is not None:
+            self.valid_seconds = per_batch * self.valid_steps
+
+    def left(self, now: float) -> tuple[float | None, float | None, bool]:
+        """(seconds the epoch has left, the run's, whether the epoch's validation is
+        counted in); None where nothing can be told yet."""
+        elapsed = now - self.started
+        if self.valid_done:
+            per_batch = self._per_valid_batch(now)
+            if per_batch is None:
+                return None, None, False
+            epoch_left = per_batch * max(self.valid_steps - self.valid_done, 0)
+            counted = True
+        elif self.steps and self.done:
+            epoch_left = elapsed / self.done * (self.steps - self.done)
+            counted = self.valid_seconds is not None
+            epoch_left += self.valid_seconds or 0.0
+        else:
+            return None, None, False
+        if self.last_epoch is None or self.last_epoch < self.epoch or not self.steps:
+            return epoch_left, None, counted
+        later = self.last_epoch - self.epoch
+        return epoch_left, epoch_left + later * (elapsed + epoch_left), counted
+
+
+class RichLogger:
+    """The epoch table row by row; on a terminal, a bar for each epoch's training batches
+    and then its validation batches, with the time the epoch and the whole run have left
+    (:class:`RunClock`)."""
+
+    def __init__(self, console: Console, *, timer: Callable[[], float] | None = None) -> None:
+        import time
+
         self.console = console
+        self.timer = timer or time.monotonic
+        self.clock = RunClock()
         self._progress: Progress | None = None
         self._task: Any = None
+        self._label = ""
         self._header_done = False
+
+    def start_run(self, first_epoch: int, epochs: int) -> None:
+        self.clock.start_run(first_epoch, epochs)
 
     def start_epoch(self, epoch: int, steps: int, phase: str) -> None:
         if not self._header_done:
@@ -128,27 +211,57 @@ class RichLogger:
 
             self.console.print("  ".join(f"{c:>10}" for c in COLUMNS), style="bold", soft_wrap=True)
             self._header_done = True
+        self.clock.start_epoch(epoch, steps, self.timer())
+        self._label = f"epoch {epoch} ({phase})"
+        if phase == "head" and not steps:
+            self._label += ": fitting the head on the frozen body's features"
         if not self.console.is_terminal:
             return  # piped or logged: the rows alone, no bar to redraw
         self._progress = Progress(
-            TextColumn(f"epoch {epoch} ({phase})"),
+            TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[loss]}"),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"),
             console=self.console,
             transient=True,
         )
         self._progress.start()
-        self._task = self._progress.add_task("train", total=steps or None, loss="-")
+        self._task = self._progress.add_task(self._label, total=steps or None, loss="", eta="")
 
     def step(self, step: int, loss: float) -> None:
+        now = self.timer()
+        self.clock.step(step + 1, now)
         if self._progress is not None:
-            self._progress.update(self._task, completed=step + 1, loss=f"{loss:.4f}")
+            self._progress.update(
+                self._task, completed=step + 1, loss=f"loss {loss:.4f}", eta=self.eta(now)
+            )
+
+    def valid_step(self, step: int, steps: int) -> None:
+        now = self.timer()
+        self.clock.valid_step(step + 1, steps, now)
+        if self._progress is not None:
+            self._progress.update(
+                self._task, description=f"{self._label} validating", completed=step + 1,
+                total=steps or None, eta=self.eta(now),
+            )  # fmt: skip
+
+    def eta(self, now: float | None = None) -> str:
+        """What the bar says is left: ``epoch 00:12 left, run ~03:40 left``; ``+ validation``
+        while the epoch's validation time is not known yet."""
+        from ursa.train.progress import clock
+
+        epoch, run, counted = self.clock.left(self.timer() if now is None else now)
+        if epoch is None:
+            return ""
+        text = f"epoch {clock(epoch)} left" + ("" if counted else " + validation")
+        return text + (f", run ~{clock(run)} left" if run is not None else "")
 
     def end_epoch(self, record: EpochRecord) -> None:
         from ursa.train.progress import format_row
 
+        self.clock.end_epoch(self.timer())
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

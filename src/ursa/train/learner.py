@@ -723,6 +723,7 @@ class Learner:
             self.model, valid_loader, loss_fn=self.loss_fn, device=self.device,
             accelerator=self.accelerator, channels_last=self.options.channels_last,
             autocast=functools.partial(autocast_context, self.device, self.options),
+            on_batch=getattr(self.logger, "valid_step", None),
         )  # fmt: skip
 
     def plot_history(self, path: str | Path | None = None) -> Figure:
@@ -785,6 +786,11 @@ class Learner:
             epochs, chosen, base_lr / 2, lr_mult, head, freeze_epochs, find, stops=auto_stop
         )
         self._say(plan)
+        start_run = getattr(self.logger, "start_run", None)  # loggers older than the hook: none
+        if start_run is not None:
+            # Resuming, the restored history holds this run's finished epochs: it began at 0.
+            head_epochs = 1 if head == "fit" else freeze_epochs
+            start_run(0 if self._resume is not None else first, head_epochs + epochs)
         baseline = None
         if head == "fit":
             self.freeze()

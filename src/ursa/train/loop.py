@@ -194,6 +194,7 @@ def fit(
             model, valid_batches, loss_fn=loss_fn, device=device, accelerator=accelerator,
             channels_last=options.channels_last,
             autocast=lambda: autocast_context(device, options),
+            on_batch=getattr(logger, "valid_step", None),  # loggers older than the hook: none
         )  # fmt: skip
         record = EpochRecord(
             epoch=first_epoch + epoch,
@@ -228,9 +229,11 @@ def predict_logits(
     accelerator: Accelerator | None = None,
     channels_last: bool = False,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (N, C), labels (N,)) over ``batches``, on the CPU, model in eval mode,
     run inside ``autocast()`` (the training precision; logits come back as float32).
+    ``on_batch(step, steps)`` after each batch (``steps``: 0 when ``batches`` has no length).
 
     Under Accelerate each process runs its share and the results are gathered;
     ``gather_for_metrics`` drops the samples repeated to pad the last batch, so
@@ -238,7 +241,8 @@ def predict_logits(
     """
     model.eval()
     all_logits, all_labels = [], []
-    for images, labels in batches:
+    steps = len(batches) if isinstance(batches, Sized) else 0
+    for step, (images, labels) in enumerate(batches):
         with autocast():
             logits = model(_to_device(images, device, channels_last)).float()  # (B, C)
         labels = labels.to(device)  # (B,)
@@ -246,6 +250,8 @@ def predict_logits(
             logits, labels = accelerator.gather_for_metrics((logits, labels))
         all_logits.append(logits.cpu())
         all_labels.append(labels.cpu())
+        if on_batch is not None:
+            on_batch(step, steps)
     if not all_logits:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     return torch.cat(all_logits), torch.cat(all_labels)
@@ -260,9 +266,11 @@ def evaluate(
     accelerator: Accelerator | None = None,
     channels_last: bool = False,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> Metrics:
     """Loss, error rate, accuracy, per-class scores, macro-F1 and top-k over ``batches``
-    (NaN when there are none), the model run inside ``autocast()``."""
+    (NaN when there are none), the model run inside ``autocast()``; ``on_batch`` as for
+    :func:`predict_logits`."""
     logits, labels = predict_logits(
         model,
         batches,
@@ -270,6 +278,7 @@ def evaluate(
         accelerator=accelerator,
         channels_last=channels_last,
         autocast=autocast,
+        on_batch=on_batch,
     )
     if len(labels) == 0:
         return classification_metrics(logits, labels, math.nan)

@@ -81,13 +81,26 @@ class EpochTable(list[EpochRecord]):
 
 
 class TrainingLogger(Protocol):
-    """Receives progress from :func:`ursa.train.loop.fit`."""
+    """Receives progress from :func:`ursa.train.loop.fit` and :meth:`Learner.fine_tune`.
+
+    ``start_run`` and ``valid_step`` came later: a logger without them still works (the
+    callers look them up), it just cannot tell the time the run or a validation has left.
+    """
+
+    def start_run(self, first_epoch: int, epochs: int) -> None:
+        """A run of ``epochs`` epochs begins (``fine_tune``: the head fit or frozen epochs,
+        then the unfrozen ones), numbered from ``first_epoch``; it may end sooner (early
+        stopping). For the time the whole run has left."""
 
     def start_epoch(self, epoch: int, steps: int, phase: str) -> None:
         """An epoch of ``steps`` batches begins."""
 
     def step(self, step: int, loss: float) -> None:
         """Batch ``step`` (0-based) finished with training loss ``loss``."""
+
+    def valid_step(self, step: int, steps: int) -> None:
+        """Validation batch ``step`` (0-based) of ``steps`` finished: after the epoch's last
+        training ``step``, before ``end_epoch``."""
 
     def end_epoch(self, record: EpochRecord) -> None:
         """The epoch finished and was validated."""
@@ -111,6 +124,12 @@ class PrintLogger:
             self._header_done = True
         self._steps = steps
 
+    def start_run(self, first_epoch: int, epochs: int) -> None:
+        pass
+
+    def valid_step(self, step: int, steps: int) -> None:
+        pass
+
     def step(self, step: int, loss: float) -> None:
         if self.progress and self._steps:
             done = (step + 1) / self._steps
@@ -132,10 +151,16 @@ class SilentLogger:
     """Reports nothing (tests, library use inside other tools); warnings still reach
     :mod:`logging`."""
 
+    def start_run(self, first_epoch: int, epochs: int) -> None:
+        pass
+
     def start_epoch(self, epoch: int, steps: int, phase: str) -> None:
         pass
 
     def step(self, step: int, loss: float) -> None:
+        pass
+
+    def valid_step(self, step: int, steps: int) -> None:
         pass
 
     def end_epoch(self, record: EpochRecord) -> None:
@@ -274,6 +299,12 @@ class NotebookLogger:
             return
         self._drawn = now
         self._bar.update(self._bar_data(step + 1, loss), raw=True)
+
+    def start_run(self, first_epoch: int, epochs: int) -> None:
+        pass  # the bar tells the epoch's time left; the run's is the terminal logger's for now
+
+    def valid_step(self, step: int, steps: int) -> None:
+        pass  # the bar says "validating" once the training batches are done
 
     def end_epoch(self, record: EpochRecord) -> None:
         self._displays()
