@@ -213,8 +213,7 @@ class RichLogger:
             self._header_done = True
         self.clock.start_epoch(epoch, steps, self.timer())
         self._label = f"epoch {epoch} ({phase})"
-        if phase == "head" and not steps:
-            self._label += ": fitting the head on the frozen body's features"
+        doing = ": fitting the head on the frozen body's features" if not steps else ""
         if not self.console.is_terminal:
             return  # piped or logged: the rows alone, no bar to redraw
         self._progress = Progress(
@@ -228,7 +227,9 @@ class RichLogger:
             transient=True,
         )
         self._progress.start()
-        self._task = self._progress.add_task(self._label, total=steps or None, loss="", eta="")
+        self._task = self._progress.add_task(
+            self._label + doing, total=steps or None, loss="", eta=""
+        )
 
     def step(self, step: int, loss: float) -> None:
         now = self.timer()
