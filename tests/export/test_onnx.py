@@ -15,7 +15,6 @@ from ursa.core.runtime import Predictor
 from ursa.export.deploy import export_for_serving
 from ursa.export.model import Model
 from ursa.export.onnx import ExportError, check_parity
-from ursa.export.quantize import check_drop
 
 
 def _images(folder: Path) -> list[Path]:
@@ -60,23 +59,6 @@ def test_parity_failure_gives_the_numbers() -> None:
         check_parity(reference, flipped)
     message = str(caught.value)
     assert "max |difference| 3.5" in message and "top-1 agrees on 1/2" in message
-
-
-def test_int8_is_refused_past_one_point() -> None:
-    kept = check_drop(0.90, 0.89, calibration_images=10, valid_images=100)
-    assert kept.drop_points == pytest.approx(1.0)
-    with pytest.raises(ExportError, match=r"fell from 90\.00% to 88\.00%, a drop of 2\.00 points"):
-        check_drop(0.90, 0.88, calibration_images=10, valid_images=100)
-
-
-def test_refused_int8_writes_no_int8_member(tiny_served: tuple[Path, Path], tmp_path: Path) -> None:
-    bundle = copy_bundle(tiny_served[0], tmp_path / "m.ursa")
-    before = read_bundle(bundle).read("model.int8.onnx")
-    with pytest.raises(ExportError, match="int8 model refused"):
-        # A limit no quantized model can meet (it would have to gain 50 points).
-        export_for_serving(bundle, onnx=False, int8=True, calibrate=tiny_served[1], max_drop=-50)
-    assert read_bundle(bundle).read("model.int8.onnx") == before
-    assert [p.name for p in tmp_path.iterdir()] == ["m.ursa"]  # no temporary left behind
 
 
 def test_int8_needs_calibration_images(tiny_served: tuple[Path, Path]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from ursa.core.bundle import INT8_NAME, ONNX_NAME, Bundle, read_bundle
 from ursa.core.errors import ConfigError, DataError
+from ursa.export.gate import MAX_DROP_POINTS, GateRule, judge
 from ursa.export.onnx import (
     ExportError,
     ParityReport,
@@ -17,13 +19,15 @@ from ursa.export.onnx import (
     rewrite_bundle,
 )
 from ursa.export.quantize import (
-    MAX_DROP_POINTS,
+    METHODS,
+    Method,
+    Quantizer,
     QuantizeReport,
-    accuracy,
-    check_drop,
     load_inputs,
-    quantize_int8,
+    model_time_ms,
+    refusal,
     session_for,
+    top1,
 )
 
 #: Parity samples taken from the user's validation images when there are some.
@@ -47,12 +51,15 @@ def export_for_serving(
     calibrate: str | Path | None = None,
     calibration_images: int = 200,
     max_drop: float = MAX_DROP_POINTS,
+    methods: Sequence[Method] = METHODS,
 ) -> ExportResult:
     """Export the bundle at ``path`` to ONNX (and int8), check both, rewrite it atomically.
 
     int8 needs ``calibrate``: the training folder (or one like it). Its training
     split calibrates the quantizer; its validation split, rebuilt with the
-    bundle's seed and ``valid_pct``, measures the accuracy drop.
+    bundle's seed and ``valid_pct``, measures the accuracy drop. ``methods`` are
+    tried in order (see :mod:`ursa.export.quantize`); the first one the gate
+    (:mod:`ursa.export.gate`, ``max_drop`` points) accepts is shipped.
     """
     if not onnx and not int8:
         raise ConfigError("nothing to export: pass --onnx, --int8 or both")
@@ -63,6 +70,13 @@ def export_for_serving(
         )
     if calibration_images < 1:
         raise ConfigError(f"calibration_images={calibration_images}: use 1 or more")
+    unknown = [method for method in methods if method not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(
+            f"int8 methods {', '.join(map(repr, unknown)) or '(none)'}: use some of "
+            f"{', '.join(METHODS)}"
+        )
+    rule = GateRule(max_drop_points=max_drop)
     bundle = read_bundle(path)
     split = _split(bundle, Path(calibrate)) if calibrate is not None else None
     parity: ParityReport | None = None
@@ -77,7 +91,9 @@ def export_for_serving(
     report: QuantizeReport | None = None
     if int8 and split is not None:
         try:
-            int8_bytes, report = _quantize(bundle, onnx_bytes, split, calibration_images, max_drop)
+            int8_bytes, report = _quantize(
+                bundle, onnx_bytes, split, calibration_images, rule, methods
+            )
         except ExportError:
             if members:  # the checked fp32 model is kept even when int8 is refused
                 rewrite_bundle(bundle, members, update)
@@ -117,22 +133,42 @@ def _split(bundle: Bundle, folder: Path) -> _Split:
 
 
 def _quantize(
-    bundle: Bundle, onnx_bytes: bytes, split: _Split, count: int, max_drop: float
+    bundle: Bundle,
+    onnx_bytes: bytes,
+    split: _Split,
+    count: int,
+    rule: GateRule,
+    methods: Sequence[Method],
 ) -> tuple[bytes, QuantizeReport]:
+    """The first of ``methods`` whose int8 model the gate accepts, with its report."""
     train, valid, labels = split
     config = bundle.config.preprocess
-    chosen = random.Random(bundle.config.record.seed).sample(
-        train, min(count, len(train))
-    )
-    int8_bytes = quantize_int8(onnx_bytes, load_inputs(chosen, config))
+    chosen = random.Random(bundle.config.record.seed).sample(train, min(count, len(train)))
     valid_inputs = load_inputs(valid, config)
-    fp32_accuracy = accuracy(session_for(onnx_bytes), valid_inputs, labels)
-    int8_accuracy = accuracy(session_for(int8_bytes), valid_inputs, labels)
-    report = check_drop(
-        fp32_accuracy,
-        int8_accuracy,
+    fp32_top1 = top1(session_for(onnx_bytes), valid_inputs)
+    tried: list[dict[str, object]] = []
+    with Quantizer(onnx_bytes, load_inputs(chosen, config)) as quantizer:
+        for method in methods:
+            candidate = quantizer.build(method)
+            gate = judge(labels, fp32_top1, top1(session_for(candidate.model), valid_inputs), rule)
+            if gate.accepted:
+                break
+            tried.append({"method": method, **gate.to_dict()})
+        else:
+            raise refusal(method, gate, tried[:-1])
+    example = valid_inputs[:1]
+    report = QuantizeReport(
+        method=candidate.method,
         calibration_images=len(chosen),
         valid_images=len(valid),
-        max_drop=max_drop,
+        fp32_accuracy=gate.fp32_accuracy,
+        int8_accuracy=gate.int8_accuracy,
+        drop_points=gate.drop_points,
+        max_drop_points=rule.max_drop_points,
+        gate=gate,
+        float_nodes=candidate.float_nodes,
+        fp32_ms=model_time_ms(onnx_bytes, example),
+        int8_ms=model_time_ms(candidate.model, example),
+        tried=tuple(tried),
     )
-    return int8_bytes, report
+    return candidate.model, report
