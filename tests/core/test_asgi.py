@@ -105,31 +105,31 @@ def test_reading_stops_past_the_limit_and_when_the_client_leaves() -> None:
     assert closed.value.args == (10,)
 
 
+#: A chunked POST that passes the cleaner's host and token checks.
+CHUNKED = [(b"host", b"localhost"), (b"x-ursa-token", b"t"), (b"transfer-encoding", b"chunked")]
+
+
+def _body_guard(server: str, app: _Recorder, limit: int) -> object:
+    """The middleware that reads request bodies: ``ursa serve``'s or ``ursa clean``'s."""
+    if server == "serve":
+        return BodyLimitMiddleware(app, limit=limit, batch_limit=limit, timeout=5)
+    return RequestGuard(app, allowed_hosts=["localhost"], token="t", max_body_bytes=limit)
+
+
 @pytest.mark.parametrize("server", ["serve", "clean"])
 def test_a_client_that_leaves_mid_body_reaches_no_route_on_either_server(server: str) -> None:
     """Both guards read a body with the same code: half a body never reaches the app."""
     app = _Recorder()
-    guard: object
-    if server == "serve":
-        guard = BodyLimitMiddleware(app, limit=1000, batch_limit=1000, timeout=5)
-    else:
-        guard = RequestGuard(app, allowed_hosts=["localhost"], token="t", max_body_bytes=1000)
-    headers = [(b"host", b"localhost"), (b"x-ursa-token", b"t"), (b"transfer-encoding", b"chunked")]
     leaving = [_chunks(b'{"label": ', b"")[0], {"type": "http.disconnect"}]
-    sent = _run(guard, _scope(headers), _client(leaving))
+    sent = _run(_body_guard(server, app, 1000), _scope(CHUNKED), _client(leaving))
     assert (app.bodies, sent) == ([], [])
 
 
 @pytest.mark.parametrize("server", ["serve", "clean"])
 def test_both_servers_refuse_an_oversized_chunked_body_alike(server: str) -> None:
     app = _Recorder()
-    guard: object
-    if server == "serve":
-        guard = BodyLimitMiddleware(app, limit=100, batch_limit=100, timeout=5)
-    else:
-        guard = RequestGuard(app, allowed_hosts=["localhost"], token="t", max_body_bytes=100)
-    headers = [(b"host", b"localhost"), (b"x-ursa-token", b"t"), (b"transfer-encoding", b"chunked")]
-    sent = _run(guard, _scope(headers), _client(_chunks(b"x" * 80, b"x" * 80, b"")))
+    chunks = _chunks(b"x" * 80, b"x" * 80, b"")
+    sent = _run(_body_guard(server, app, 100), _scope(CHUNKED), _client(chunks))
     start = sent[0]
     assert start["status"] == 413
     assert (b"connection", b"close") in start["headers"]
