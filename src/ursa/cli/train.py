@@ -26,7 +26,8 @@ def train(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o",
+            "--output",
+            "-o",
             help="Bundle to write (.ursa), or a folder to write DATA.ursa into "
             "(default: DATA.ursa beside the data folder).",
         ),
