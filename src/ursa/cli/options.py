@@ -142,8 +142,9 @@ class DataOptions:
     def load_as_trained(self, path: Path, config: BundleConfig) -> ImageData:
         """The data in ``path`` labelled, split and sized as the bundle ``config`` records,
         but for the flags given."""
-        recorded = DataSpec.from_dict(config.training.get("data"))
-        return self.load(path, recorded, **config.data_settings())
+        from ursa.data.as_trained import recorded_spec
+
+        return self.load(path, recorded_spec(config), **config.data_settings())
 
 
 @dataclass(frozen=True)
