@@ -27,7 +27,7 @@ from ursa.core.version import __version__
 from ursa.serve.guard import HostCheckMiddleware, SecurityHeadersMiddleware
 from ursa.serve.limits import BodyLimitMiddleware, return_freed_memory
 from ursa.serve.metrics import ASGIApp, Metrics, MetricsMiddleware
-from ursa.serve.routes import Service, router
+from ursa.serve.routes import RawPredictMiddleware, Service, router
 from ursa.serve.settings import ServeSettings
 
 
@@ -71,7 +71,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     # Added last = outermost; outside them all, the security headers (_App). From the outside
     # in: metrics see every answer; the Host check refuses foreign names before any body is
-    # read; bodies arrive whole (or get 408/413) before a route runs.
+    # read; bodies arrive whole (or get 408/413) before a route runs; innermost, raw-body
+    # POST /predict is answered without FastAPI's routing.
+    app.add_middleware(RawPredictMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,
         limit=settings.max_body_bytes,

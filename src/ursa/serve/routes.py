@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import platform
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -23,6 +25,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
+from ursa.core.asgi import ASGIApp, Receive, Scope, Send, encoded_headers
 from ursa.core.errors import ImageError
 from ursa.core.prediction import Prediction
 from ursa.core.runtime import Predictor
@@ -82,7 +85,8 @@ def _threads_per_worker(workers: int) -> int:
     return max(1, cpu_count() // workers)
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    # async: FastAPI runs a plain def dependency in a worker thread, a thread hop per request
     service: Service = request.app.state.service
     return service
 
@@ -213,24 +217,31 @@ def _bad_image(error: ImageError) -> HTTPException:
     return HTTPException(status_code=status, detail=detail)
 
 
-async def _prepare(service: Service, data: bytes) -> np.ndarray:
-    """Decode and preprocess in the decoder threads; bad input becomes 400/413."""
+def _decode_then_run(service: Service, data: bytes) -> tuple[np.ndarray, Prediction | None]:
+    """In a decoder thread: the model's input, and its prediction when the model was free
+    to run it at once (:meth:`MicroBatcher.run_now`)."""
+    array = service.predictor.prepare(data)
+    return array, service.batcher.run_now(array)
+
+
+async def _predict_one(service: Service, data: bytes) -> PredictionOut:
+    """Decode, preprocess (and, when the model is free, predict) in a decoder thread, else
+    queue for the next model run; bad input becomes 400/413."""
+    start = time.perf_counter()
     if not data:
         raise HTTPException(status_code=400, detail="empty body: send the image bytes")
     loop = asyncio.get_running_loop()
     try:
-        return await loop.run_in_executor(service.decoders, service.predictor.prepare, data)
+        array, prediction = await loop.run_in_executor(
+            service.decoders, _decode_then_run, service, data
+        )
     except ImageError as error:
         raise _bad_image(error) from None
     except Exception as error:  # a decoder bug on hostile input is still the input's fault
         log.warning("could not decode an uploaded image: %r", error)
         raise HTTPException(status_code=400, detail="the body is not a readable image") from None
-
-
-async def _predict_one(service: Service, data: bytes) -> PredictionOut:
-    start = time.perf_counter()
-    array = await _prepare(service, data)
-    prediction = await service.batcher.predict(array)
+    if prediction is None:
+        prediction = await service.batcher.predict(array)
     return _to_out(prediction, service.settings.top_k, time.perf_counter() - start)
 
 
@@ -261,6 +272,86 @@ async def _files(request: Request, max_files: int) -> list[UploadFile]:
     if not files:
         raise HTTPException(status_code=400, detail="the multipart form holds no file")
     return files
+
+
+class RawPredictMiddleware:
+    """``POST /predict`` with the image as the body (no multipart form), answered here,
+    without FastAPI's routing, dependency and response-model layers: the same answer as
+    the route below (which still takes multipart forms and documents both), with less
+    work on the event loop per request (docs/benchmarks.md).
+
+    It sits inside every guard of ``ursa.serve.app`` (metrics, Host check, body limits and
+    timeout), so the body is whole and within its limit when it gets here; admission, the
+    decoding limits and every error answer are those of the route.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service = _raw_predict_service(scope)
+        if service is None:
+            await self.app(scope, receive, send)
+            return
+        data = await _read_body(receive)
+        try:
+            with service.admission.slot():
+                out = await _predict_one(service, data)
+        except Busy:
+            error = _busy(service)
+        except HTTPException as refused:
+            error = refused
+        else:
+            await _send_json(send, 200, out.model_dump_json().encode())
+            return
+        body = json.dumps({"detail": error.detail}, ensure_ascii=False).encode()
+        await _send_json(send, error.status_code, body, error.headers)
+
+
+def _raw_predict_service(scope: Scope) -> Service | None:
+    """The service when ``scope`` is a ``POST /predict`` whose body is a file the model
+    takes (not a multipart form, not a type the route refuses), else None."""
+    if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+        return None
+    service: Service | None = getattr(scope["app"].state, "service", None)
+    media = _scope_media_type(scope)
+    if service is None or media == "multipart/form-data":
+        return None
+    return service if _takes_raw(media, service.predictor.config.preprocess.input.kind) else None
+
+
+def _scope_media_type(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return str(value.decode("latin-1").split(";")[0].strip().lower())
+    return ""
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The request body (whole already: ``BodyLimitMiddleware`` replays it)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send_json(
+    send: Send, status: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> None:
+    head = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": head + encoded_headers(headers or {}),
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 @router.post(
