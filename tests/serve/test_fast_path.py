@@ -161,3 +161,12 @@ def test_no_route_hands_its_request_to_a_worker_thread() -> None:
     for route in routes:
         for call in [route.endpoint, *_calls(route.dependant)]:
             assert inspect.iscoroutinefunction(call), f"{route.path}: {call.__name__} is sync"
+
+
+def test_the_api_page_documents_the_raw_body_as_the_fast_path(server: ServerProcess) -> None:
+    status, spec = request(server.port, "GET", "/openapi.json")
+    assert status == 200
+    operation = spec["paths"]["/predict"]["post"]
+    content = operation["requestBody"]["content"]
+    assert {"image/*", "application/octet-stream", "multipart/form-data"} <= set(content)
+    assert "fast path" in operation["description"]
