@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from ursa.core.errors import WeightsError
+from ursa.core.notebook import quiet_tqdm_widget_warning
 
 if TYPE_CHECKING:
     import torch
@@ -99,6 +100,7 @@ def timm_name(arch: str) -> str:
 
 def backbone_info(arch: str) -> BackboneInfo:
     """Input expectations for ``arch``, without building the model."""
+    quiet_tqdm_widget_warning()  # timm imports tqdm.auto, which warns in some notebooks
     import timm
 
     name = timm_name(arch)
@@ -123,6 +125,7 @@ def backbone_info(arch: str) -> BackboneInfo:
 
 
 def _unknown_arch_message(arch: str) -> str:
+    quiet_tqdm_widget_warning()  # timm imports tqdm.auto, which warns in some notebooks
     import timm
 
     close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
@@ -148,6 +151,7 @@ def create_model(
     offline packages and the hub. Raises :class:`WeightsError` when no weights
     can be had and ``pretrained`` is True.
     """
+    quiet_tqdm_widget_warning()  # timm imports tqdm.auto, which warns in some notebooks
     import timm
 
     name = timm_name(arch)
@@ -170,6 +174,7 @@ def create_model(
 
 
 def _from_hub(arch: str, name: str, drop_rate: float) -> nn.Module:
+    quiet_tqdm_widget_warning()  # timm imports tqdm.auto, which warns in some notebooks
     import timm
 
     try:

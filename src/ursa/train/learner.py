@@ -17,6 +17,7 @@ from torch import nn
 
 from ursa.core.errors import ConfigError, DataError, UrsaError
 from ursa.core.imageio import ImageSource
+from ursa.core.notebook import quiet_tqdm_widget_warning
 from ursa.core.prediction import Prediction, predictions_from_logits
 from ursa.core.preprocess import PreprocessConfig, prepare_input
 from ursa.data.core import ImageData, html_table
@@ -45,7 +46,6 @@ from ursa.train.progress import (
     SilentLogger,
     TrainingLogger,
     default_logger,
-    quiet_tqdm_widget_warning,
 )
 
 if TYPE_CHECKING:
