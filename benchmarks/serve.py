@@ -110,8 +110,11 @@ def main() -> None:
 def print_targets(rows: list[Any], concurrency: int) -> None:
     """Issue 16's targets for one precision: each ratio, its limit, met or not."""
     by = {(row.mode, row.concurrency): row for row in rows}
-    model = by["model only", 1]
-    best = max(row.images_per_s for row in rows if row.mode.startswith("model only"))
+    alone = [row for row in rows if row.mode.startswith("model only")]
+    # The fastest setting is the reference: on a busy machine two spinning threads can be
+    # slower than one, and a ratio to the slow one would flatter the server.
+    model = min((row for row in alone if row.concurrency == 1), key=lambda row: row.p50_ms)
+    best = max(row.images_per_s for row in alone)
     http1, http_n = by["http", 1], by["http", concurrency]
     checks = [
         ("in-process p50 / model alone p50", by["in-process", 1].p50_ms / model.p50_ms, "<=", 1.3),
@@ -120,7 +123,7 @@ def print_targets(rows: list[Any], concurrency: int) -> None:
         (f"HTTP images/s (c={concurrency}) / model alone at its best", http_n.images_per_s / best,
          ">=", 0.85),
     ]  # fmt: skip
-    print(f"targets, {model.precision}:")
+    print(f"targets, {model.precision} (model alone: {model.mode}, p50 {model.p50_ms} ms):")
     for name, ratio, sense, limit in checks:
         met = ratio <= limit if sense == "<=" else ratio >= limit
         print(f"  {name}: {ratio:.2f} ({sense} {limit}) {'met' if met else 'NOT met'}")
