@@ -1,6 +1,7 @@
 """Serving benchmark with the real EfficientNet-Lite0 at 224 px (the table in docs/benchmarks.md).
 
     .venv/bin/python benchmarks/serve.py [--workdir DIR] [--requests 300] [--int8-max-drop 1]
+    .venv/bin/python benchmarks/serve.py --cpu [--requests 400]  # the server's CPU per request
 
 Takes 60 images per class of Fashion-MNIST (Debian's dataset-fashion-mnist;
 a synthetic three-class set when it is not installed), fine-tunes
@@ -75,6 +76,12 @@ def main() -> None:
     parser.add_argument(
         "--int8-max-drop", type=float, default=1.0, help="passed to `ursa export --max-drop`"
     )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="instead of `ursa bench`: the server's CPU time per request (raw body and "
+        "multipart, concurrency 1 and --concurrency), which other processes' load does not add to",
+    )
     args = parser.parse_args()
     bundle = args.workdir / "lite0.ursa"
     ursa = [sys.executable, "-m", "ursa"]
@@ -97,6 +104,10 @@ def main() -> None:
         )  # fmt: skip
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average before {os.getloadavg()}")  # fmt: skip
+    if args.cpu:
+        cpu_per_request(bundle, args.requests, args.concurrency)
+        print(f"load average after: {os.getloadavg()}")
+        return
     from ursa.cli.support import console, print_bench
     from ursa.serve.bench import run_bench
 
@@ -105,6 +116,52 @@ def main() -> None:
     print_bench(console, rows)
     for precision in sorted({row.precision for row in rows}):
         print_targets([row for row in rows if row.precision == precision], args.concurrency)
+
+
+def thread_cpu_ns(pid: int) -> dict[str, int]:
+    """CPU nanoseconds each thread of process ``pid`` has run (Linux schedstat), by thread id."""
+    times = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            times[task.name] = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # the thread ended meanwhile
+            continue
+    return times
+
+
+def cpu_per_request(bundle: Path, requests: int, concurrency: int) -> None:
+    """``ursa serve``'s CPU milliseconds per request of the 640×480 JPEG: its event loop (the
+    main thread) and every thread, with the image as the raw body and as a multipart form."""
+    from ursa.serve.bench import ServerProcess, http_load, synthetic_jpeg
+
+    image = synthetic_jpeg()
+    boundary = "ursa-bench-boundary"
+    form = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        f"Content-Type: image/jpeg\r\n\r\n".encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    kinds = [("raw body", image, "image/jpeg"),
+             ("multipart", form, f"multipart/form-data; boundary={boundary}")]  # fmt: skip
+    settings = {"URSA_MAX_CONNECTIONS_PER_CLIENT": "0"}
+    with ServerProcess(bundle, int8=False, extra_env=settings) as server:
+        pid = server.process.pid
+        for name, body, kind in kinds:
+            for level in sorted({1, concurrency}):
+                http_load(server.port, [body], 20, level, warmup=0, content_type=kind)
+                before = thread_cpu_ns(pid)
+                _, wall, statuses = http_load(
+                    server.port, [body], requests, level, warmup=0, content_type=kind
+                )
+                after = thread_cpu_ns(pid)
+                if set(statuses) != {200}:
+                    raise SystemExit(f"the server answered {statuses}; expected only 200")
+                spent = {tid: ns - before.get(tid, 0) for tid, ns in after.items()}
+                loop, total = spent.get(str(pid), 0), sum(spent.values())
+                print(f"{name}, concurrency {level}: CPU per request {total / requests / 1e6:.2f} "
+                      f"ms, of it the event loop {loop / requests / 1e6:.2f} ms; "
+                      f"{requests / wall:.1f} requests/s")  # fmt: skip
 
 
 def print_targets(rows: list[Any], concurrency: int) -> None:

@@ -218,12 +218,19 @@ class ServerProcess:
 
 
 def http_load(
-    port: int, images: Sequence[bytes], requests: int, concurrency: int, warmup: int = 20
+    port: int,
+    images: Sequence[bytes],
+    requests: int,
+    concurrency: int,
+    warmup: int = 20,
+    content_type: str = "image/jpeg",
 ) -> tuple[list[float], float, dict[int, int]]:
-    """POST images to /predict from ``concurrency`` keep-alive clients.
+    """POST images to /predict from ``concurrency`` keep-alive clients, each body with
+    ``content_type`` (the raw image by default; a multipart form's type with form bodies).
 
     Returns (latencies in seconds, wall time, count per status).
     """
+    headers = {"Content-Type": content_type}
     statuses: dict[int, int] = {}
     latencies: list[float] = []
     lock = threading.Lock()
@@ -238,7 +245,7 @@ def http_load(
                 break
             body = images[index % len(images)]
             begin = time.perf_counter()
-            connection.request("POST", "/predict", body, {"Content-Type": "image/jpeg"})
+            connection.request("POST", "/predict", body, headers)
             response = connection.getresponse()
             response.read()
             elapsed = time.perf_counter() - begin
@@ -249,9 +256,7 @@ def http_load(
 
     warm = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for index in range(warmup):  # not timed: first requests fill caches and thread pools
-        warm.request(
-            "POST", "/predict", images[index % len(images)], {"Content-Type": "image/jpeg"}
-        )
+        warm.request("POST", "/predict", images[index % len(images)], headers)
         warm.getresponse().read()
     warm.close()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
