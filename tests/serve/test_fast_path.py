@@ -8,8 +8,10 @@ with every limit of docs/security.md in force.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import inspect
 import io
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -54,6 +56,16 @@ def _both(port: int, name: str, data: bytes, content_type: str) -> tuple[Any, An
     return raw, form
 
 
+def _raw_answer(port: int, data: bytes, content_type: str) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body bytes) of a raw-body POST /predict."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("POST", "/predict", data, {"Content-Type": content_type})
+    response = connection.getresponse()
+    answer = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    connection.close()
+    return answer
+
+
 def test_raw_body_and_multipart_give_the_same_predictions(
     server: ServerProcess, tiny_served: tuple[Path, Path]
 ) -> None:
@@ -89,6 +101,11 @@ def test_raw_body_is_refused_exactly_like_multipart(
     assert raw_status == form_status == status, (raw, form)
     assert words in raw["detail"]
     assert raw["detail"] == form["detail"]
+    if status == 400:  # the refusal's bytes and framing, as the route's
+        code, headers, body = _raw_answer(server.port, data, "image/png")
+        assert code == 400 and headers["content-type"] == "application/json"
+        assert body == json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode()
+        assert headers["x-content-type-options"] == "nosniff"
 
 
 def _slow_answer(port: int, head: bytes, body: bytes) -> tuple[int, str]:

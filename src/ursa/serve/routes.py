@@ -305,7 +305,8 @@ class RawPredictMiddleware:
         else:
             await _send_json(send, 200, out.model_dump_json().encode())
             return
-        body = json.dumps({"detail": error.detail}, ensure_ascii=False).encode()
+        detail = {"detail": error.detail}  # written as Starlette writes the route's refusals
+        body = json.dumps(detail, ensure_ascii=False, separators=(",", ":")).encode()
         await _send_json(send, error.status_code, body, error.headers)
 
 
