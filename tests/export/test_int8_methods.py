@@ -22,7 +22,7 @@ from ursa.cli import app
 from ursa.core.bundle import INT8_NAME, ONNX_NAME, read_bundle, write_bundle
 from ursa.core.errors import ConfigError
 from ursa.core.runtime import Predictor
-from ursa.export.deploy import _split, export_for_serving
+from ursa.export.deploy import calibration_split, export_for_serving
 from ursa.export.onnx import ExportError
 from ursa.export.quantize import METHODS, Quantizer, load_inputs, logits, session_for
 
@@ -50,7 +50,7 @@ def outlier_bundle(
 def _inputs(bundle_path: Path, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(calibration inputs, validation inputs, validation labels) as export builds them."""
     bundle = read_bundle(bundle_path)
-    train, valid, labels = _split(bundle, folder)
+    train, valid, labels = calibration_split(bundle, folder)
     chosen = random.Random(0).sample(train, 40)
     config = bundle.config.preprocess
     return load_inputs(chosen, config), load_inputs(valid, config), labels

@@ -14,12 +14,17 @@ from ursa.cli.support import console, user_errors
 def export(
     bundle: Annotated[Path, typer.Argument(help="A .ursa bundle; it is rewritten in place.")],
     onnx: Annotated[bool, typer.Option("--onnx", help="Add model.onnx (parity-checked).")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="Add model.int8.onnx.")] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Add model.int8.onnx (methods tried cheapest first).")
+    ] = False,
     calibrate: Annotated[
         Path | None, typer.Option(help="Folder of your images (one folder per class).")
     ] = None,
     calibration_images: Annotated[int, typer.Option(help="Images to calibrate on.")] = 200,
-    max_drop: Annotated[float, typer.Option(help="Accuracy points int8 may lose.")] = 1.0,
+    max_drop: Annotated[
+        float,
+        typer.Option(help="Accuracy points int8 may lose (a larger drop is refused when real)."),
+    ] = 1.0,
     web: Annotated[
         Path | None,
         typer.Option(metavar="DIR", help="Write a static site that runs the model in the browser."),

@@ -78,7 +78,7 @@ def export_for_serving(
         )
     rule = GateRule(max_drop_points=max_drop)
     bundle = read_bundle(path)
-    split = _split(bundle, Path(calibrate)) if calibrate is not None else None
+    split = calibration_split(bundle, Path(calibrate)) if calibrate is not None else None
     parity: ParityReport | None = None
     members: dict[str, bytes] = {}
     if onnx or ONNX_NAME not in bundle.members:
@@ -107,7 +107,7 @@ def export_for_serving(
 _Split = tuple[list[Path], list[Path], np.ndarray]
 
 
-def _split(bundle: Bundle, folder: Path) -> _Split:
+def calibration_split(bundle: Bundle, folder: Path) -> _Split:
     """(calibration files, validation files, validation label indices) from ``folder``."""
     from ursa.data.as_trained import data_as_trained
 
@@ -132,6 +132,11 @@ def _split(bundle: Bundle, folder: Path) -> _Split:
     return train, valid, labels
 
 
+def calibration_sample(bundle: Bundle, train: list[Path], count: int) -> list[Path]:
+    """``count`` training images (all when fewer), drawn with the bundle's seed."""
+    return random.Random(bundle.config.record.seed).sample(train, min(count, len(train)))
+
+
 def _quantize(
     bundle: Bundle,
     onnx_bytes: bytes,
@@ -143,7 +148,7 @@ def _quantize(
     """The first of ``methods`` whose int8 model the gate accepts, with its report."""
     train, valid, labels = split
     config = bundle.config.preprocess
-    chosen = random.Random(bundle.config.record.seed).sample(train, min(count, len(train)))
+    chosen = calibration_sample(bundle, train, count)
     valid_inputs = load_inputs(valid, config)
     fp32_top1 = top1(session_for(onnx_bytes), valid_inputs)
     tried: list[dict[str, object]] = []
