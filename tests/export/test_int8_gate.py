@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import binomtest
 
 from ursa.core.errors import ConfigError
-from ursa.export.gate import GateRule, binomial_tail, drop_interval, judge
+from ursa.export.gate import GateRule, binomial_tail, drop_interval, judge, pick
 from ursa.export.onnx import ExportError
 from ursa.export.quantize import check_drop
 
@@ -104,3 +104,16 @@ def test_bad_rules_and_mismatched_predictions_are_refused() -> None:
         GateRule(max_drop_points=float("nan"))
     with pytest.raises(ValueError, match="same images"):
         judge([0, 1], [0, 1], [0])
+
+
+def test_the_shipped_method_is_the_first_accepted_that_agrees_with_fp32() -> None:
+    refused = judge(*_predictions(100, fp32_only=12, int8_only=0))
+    changes_many = judge(*_predictions(100, fp32_only=6, int8_only=5))  # accepted, 89 % agree
+    changes_few = judge(*_predictions(100, fp32_only=1, int8_only=0))  # 99 %
+    changes_some = judge(*_predictions(100, fp32_only=2, int8_only=1))  # 97 %
+    assert not refused.accepted and changes_many.accepted and changes_many.agreement == 0.89
+    assert pick([refused, changes_few, changes_many]) == 1  # the first reaching 98 %
+    assert pick([changes_many, changes_few]) == 1  # accepted, but a later one agrees more
+    assert pick([changes_many, changes_some]) == 1  # none reaches 98 %: the most agreeing
+    assert pick([changes_some, changes_some]) == 0  # ... the earliest of equals
+    assert pick([refused, refused]) is None

@@ -109,7 +109,7 @@ def test_export_ships_the_first_method_the_gate_accepts(
     assert "model.int8.onnx (sensitivity, " in output and "nodes kept in float" in output
     assert "int8 agrees with fp32 on 24/24" in output and "McNemar exact p = " in output
     assert "model time, one image: int8 " in output
-    assert "tried first: static, refused (drop " in output
+    assert "also tried: static, refused (drop " in output
     record = read_bundle(bundle).metrics["export"]["int8"]
     assert record["method"] == "sensitivity" and set(record["float_nodes"]) >= OUTLIER_PATH
     assert [entry["method"] for entry in record["tried"]] == ["static"]

@@ -22,7 +22,7 @@ matched proportions); it stays wide when there are few images, as it should.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
@@ -33,6 +33,8 @@ from ursa.core.errors import ConfigError
 MAX_DROP_POINTS = 1.0
 #: Significance level of the one-sided exact McNemar test.
 LEVEL = 0.05
+#: Top-1 agreement with fp32 at which ``ursa export`` stops trying further int8 methods.
+AGREEMENT_TARGET = 0.98
 #: Two-sided 95 % normal quantile, for the reported interval on the drop.
 _Z = NormalDist().inv_cdf(0.975)
 
@@ -161,3 +163,20 @@ def judge(
         accepted=not real,
         rule=rule.describe(),
     )
+
+
+def pick(results: Sequence[GateResult], target: float = AGREEMENT_TARGET) -> int | None:
+    """Which of the methods' results (in the order tried) to ship, or None when all refused.
+
+    The first accepted one whose top-1 agreement with fp32 reaches ``target``; when none
+    does, the accepted one that agrees most (the earliest of equals). An accepted model
+    may still change many predictions, right and wrong alike, without losing accuracy:
+    the gate does not refuse it, but a later method that changes fewer is preferred.
+    """
+    accepted = [index for index, result in enumerate(results) if result.accepted]
+    for index in accepted:
+        if results[index].agreement >= target:
+            return index
+    if not accepted:
+        return None
+    return max(accepted, key=lambda index: (results[index].agreement, -index))
