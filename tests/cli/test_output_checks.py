@@ -71,3 +71,22 @@ def test_the_bundle_name_follows_the_folder_and_gets_its_suffix(tmp_path: Path) 
                                                                    None)  # fmt: skip
     with pytest.raises(ConfigError, match="no name to call the bundle by"):
         default_bundle(Path("/"))
+
+
+def test_train_and_lr_find_refuse_bad_plot_and_checkpoint_places_before_reading(
+    tmp_path: Path,
+) -> None:
+    """--history-plot, --checkpoint-dir and lr-find's --plot are checked before any data
+    is read: a folder given as the plot, a file given as the checkpoint folder."""
+    folder = tmp_path / "missing-data"  # never read: the checks come first
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    cases = [
+        (["train", str(folder), "--history-plot", str(tmp_path / "plots")], "--history-plot"),
+        (["train", str(folder), "--checkpoint-dir", str(tmp_path / "a-file")], "--checkpoint-dir"),
+        (["lr-find", str(folder), "--plot", str(tmp_path / "plots")], "--plot"),
+    ]
+    for args, flag in cases:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert flag in result.output and "missing-data" not in result.output, result.output

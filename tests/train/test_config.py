@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import TINY_ARCH, make_class_folder
 from ursa.cli import app
+from ursa.core.bundle import read_bundle
 from ursa.core.errors import ConfigError
 from ursa.data import ImageData
 from ursa.train import Learner, SilentLogger
@@ -93,3 +94,8 @@ def test_the_bundle_records_the_config_whole(folder: Path, tmp_path: Path) -> No
         config = json.loads(archive.read("config.json"))
     assert config["schema_version"] == 2
     assert TrainConfig.from_dict(config["training"]["config"]) == learner.config
+    record = read_bundle(bundle).config.record
+    assert record.config == learner.config.to_dict()
+    assert record.train_images == len(learner.data.train_items)
+    assert record.device == "cpu" and record.processes == 1
+    assert record.torch_version and record.python_version and record.train_seconds

@@ -31,8 +31,10 @@ def lr_find(
     Sweeps the rate of fine-tuning's unfrozen phase (after the head fit, as `ursa train
     --lr auto` does) over one pass of PATH; prints the suggestion, writes the plot.
     """
+    from ursa.cli.checks import output_file
     from ursa.cli.support import find_lr, shown
 
+    output_file(plot, "--plot")  # before the sweep
     result, written = find_lr(path, options, settings, batch_size=batch_size, plot=plot)
     console.print(f"suggested learning rate (valley): {result.suggestion:.2e}", highlight=False)
     console.print(

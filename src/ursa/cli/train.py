@@ -82,10 +82,14 @@ def train(
     ] = None,
 ) -> None:
     """Fine-tune a pretrained backbone on PATH and write a bundle."""
-    from ursa.cli.checks import bundle_output
+    from ursa.cli.checks import bundle_output, output_file, output_folder
     from ursa.cli.support import RichLogger, TrainRun, print_skipped, shown, train_folder
 
     output, chosen = bundle_output(output, path)  # before any slow step
+    if history_plot is not None:
+        output_file(history_plot, "--history-plot")
+    if checkpoint_dir is not None:
+        output_folder(checkpoint_dir, "--checkpoint-dir")
     if chosen is not None:
         console.print(shown(chosen), highlight=False, soft_wrap=True)
     run = TrainRun(

@@ -60,8 +60,9 @@ class TrainingRecord:
     ``config`` is the run's whole :class:`ursa.train.config.TrainConfig` as written by
     :meth:`~ursa.train.config.TrainConfig.to_dict` (schema 2; None in schema-1 bundles);
     ``data`` the data spec (how labels and the split were made); ``fits`` the schedule of
-    each fit as run. The raw dict (:attr:`BundleConfig.training`) keeps every field,
-    environment included (device, versions, times).
+    each fit as run; the counts (images trained on, validated on, skipped) and the
+    environment (device, processes, versions, time). The raw dict
+    (:attr:`BundleConfig.training`) keeps every field as written.
     """
 
     seed: int = 42
@@ -77,6 +78,12 @@ class TrainingRecord:
     warnings: tuple[str, ...] = ()
     train_images: int | None = None
     valid_images: int | None = None
+    skipped_files: int | None = None
+    train_seconds: float | None = None
+    device: str | None = None
+    processes: int | None = None
+    torch_version: str | None = None
+    python_version: str | None = None
 
     @classmethod
     def from_dict(cls, training: Mapping[str, Any]) -> TrainingRecord:
@@ -111,7 +118,17 @@ class TrainingRecord:
             warnings=tuple(str(w) for w in warnings),
             train_images=typed("train_images", int, None),
             valid_images=typed("valid_images", int, None),
+            skipped_files=typed("skipped_files", int, None),
+            train_seconds=_float_or_none(typed("train_seconds", (int, float), None)),
+            device=typed("device", str, None),
+            processes=typed("processes", int, None),
+            torch_version=typed("torch_version", str, None),
+            python_version=typed("python_version", str, None),
         )
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)
