@@ -50,3 +50,12 @@ def test_a_v1_bundle_loads_and_predicts_identically(tmp_path: Path) -> None:
     np.testing.assert_array_equal(before, after)
     same = [i.path for i in data_as_trained(old.config, folder).valid_items]
     assert same == [i.path for i in data_as_trained(new.config, folder).valid_items]
+
+
+@pytest.mark.parametrize("key", ["valid_pct", "train_seconds", "seed", "batch_size"])
+def test_a_boolean_is_no_number_in_the_training_record(key: str) -> None:
+    from ursa.core.bundle import TrainingRecord
+    from ursa.core.errors import BundleError
+
+    with pytest.raises(BundleError, match=key):
+        TrainingRecord.from_dict({key: True})

@@ -138,6 +138,7 @@ def test_metrics_count_requests_by_status(
     assert count == inf >= 4
     assert values["ursa_http_requests_in_flight", ()] == 1  # this very request
     assert values["ursa_inference_images_total", ()] >= 3
+    assert not any(name.endswith("_created") for name, _ in values)  # no doubled series
 
 
 def test_full_queue_answers_503(tiny_served: tuple[Path, Path]) -> None:

@@ -187,3 +187,26 @@ def test_the_api_page_documents_the_raw_body_as_the_fast_path(server: ServerProc
     content = operation["requestBody"]["content"]
     assert {"image/*", "application/octet-stream", "multipart/form-data"} <= set(content)
     assert "fast path" in operation["description"]
+
+
+def test_a_raw_body_is_answered_without_the_route(tiny_served: tuple[Path, Path]) -> None:
+    """With the route's service dependency broken, a raw image body is still answered (by
+    RawPredictMiddleware) and a multipart form is not: the fast path really runs."""
+    from fastapi.testclient import TestClient
+
+    from ursa.serve.app import create_app
+    from ursa.serve.routes import get_service
+    from ursa.serve.settings import ServeSettings
+
+    def broken() -> None:
+        raise RuntimeError("the route ran")
+
+    app = create_app(ServeSettings(bundle=tiny_served[0]))
+    app.dependency_overrides[get_service] = broken
+    name, data = _images(tiny_served[1])[0]
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
+        raw = client.post("/predict", content=data, headers={"Content-Type": "image/png"})
+        form = client.post("/predict", files={"file": (name, data, "image/png")})
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["label"] in ("blue", "green", "red")
+    assert form.status_code == 500

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -56,8 +57,34 @@ def test_a_bad_setting_on_the_command_line_fails_before_loading(tmp_path: Path) 
         app, ["train", str(tmp_path / "missing"), "-o", str(tmp_path / "m.ursa"),
               "--label-smoothing", "1.5"],
     )  # fmt: skip
-    assert result.exit_code != 0
-    assert "label_smoothing=1.5" in result.output
+    assert result.exit_code == 1
+    assert "--label-smoothing 1.5: use 0 up to 1" in result.output  # the flag, not the field
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "missing"), "--early-stop", "0",
+                                      "--clip", "-1"])  # fmt: skip
+    assert "--clip -1.0" in result.output and "--early-stop 0" in result.output  # both at once
+    assert "missing" not in result.output
+
+
+def test_lr_find_has_no_flags_it_would_ignore() -> None:
+    result = CliRunner().invoke(app, ["lr-find", "--help"], terminal_width=200)
+    assert "--early-stop" not in result.output and "--monitor" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ({"model": {"arch": 5}}, "arch=5: use str"),
+        ({"model": {"pretrained": "no"}}, "pretrained='no': use bool"),
+        ({"optimizer": {"accumulate": 1.5}}, "accumulate=1.5: use int"),
+        ({"fit": {"patience": True}}, "patience=True: use int or none"),
+        ({"model": {"label_smoothing": 0.1}}, "label_smoothing under 'model'"),
+    ],
+)
+def test_a_damaged_config_is_one_config_error(values: dict[str, object], says: str) -> None:
+    """A config read from a checkpoint or bundle: wrong types, or a setting in the wrong
+    group, are refused with the setting named (a truthy "no" was read as pretrained)."""
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        TrainConfig.from_dict(values)
 
 
 def _learner(folder: Path, **settings: object) -> Learner:

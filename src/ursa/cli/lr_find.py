@@ -14,7 +14,8 @@ from ursa.train.config import TrainConfig
 
 
 @data_options()
-@train_options()
+# The sweep is one pass: no epochs to stop early on or to monitor.
+@train_options(exclude=("patience", "monitor"))
 def lr_find(
     path: Annotated[Path, typer.Argument(help="Data folder: a folder per class, unless --csv.")],
     options: DataOptions,

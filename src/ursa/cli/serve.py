@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -72,6 +73,15 @@ def add_onnx(console: Console, bundle: Path) -> None:
         ) from None
     from ursa.export.deploy import export_for_serving
 
+    # The export rewrites the bundle (a temporary file beside it, then a rename): say now,
+    # not after the export and its check, when that cannot be done.
+    if not (os.access(bundle, os.W_OK) and os.access(bundle.parent, os.W_OK | os.X_OK)):
+        raise BundleError(
+            f"{bundle} has no model.onnx and cannot be rewritten here (no write permission): "
+            f"copy the bundle where you can write and serve the copy, or run `ursa export "
+            f"{bundle} --onnx` where you can"
+        )
+
     console.print(
         f"{shown(bundle)} has no model.onnx: exporting it into the bundle first (once; the same "
         f"as `ursa export --onnx`)",
@@ -80,10 +90,10 @@ def add_onnx(console: Console, bundle: Path) -> None:
     try:
         with console.status("exporting model.onnx and checking it against PyTorch"):
             result = export_for_serving(bundle, onnx=True)
-    except PermissionError as error:
+    except OSError as error:  # permission, a read-only file system, a full disk
         raise BundleError(
-            f"cannot add model.onnx to {bundle} ({error.strerror}): copy the bundle where you "
-            f"can write and serve the copy"
+            f"cannot add model.onnx to {bundle} ({error.strerror or error}): copy the bundle "
+            f"where you can write and serve the copy"
         ) from None
     export_report(console, result)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import typer
 
+from ursa.core.errors import ConfigError
 from ursa.train.config import GROUPS, TrainConfig, setting_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,11 +25,13 @@ PARAMETER = "settings"
 _PANELS = {"model": "Model", "loss": "Loss", "optimizer": "Optimiser", "fit": "Fit", "run": "Run"}
 
 
-def train_options() -> Callable[[F], F]:
+def train_options(*, exclude: tuple[str, ...] = ()) -> Callable[[F], F]:
     """Give a command the training flags in place of its ``settings: TrainConfig`` parameter;
     the command receives the :class:`TrainConfig` the flags make (invalid values are a
-    one-line ``ConfigError`` from the config's own checks)."""
-    flagged = _flagged()
+    one-line ``ConfigError`` from the config's own checks, naming the flags). ``exclude``:
+    settings the command has no use for (no flag; they keep their defaults)."""
+    flagged = [(g, f) for g, f in _flagged() if f.name not in exclude]
+    flags = {f.name: _flag_name(f) for _, f in flagged}
 
     def decorate(command: F) -> F:
         signature = inspect.signature(command, eval_str=True)
@@ -40,7 +44,14 @@ def train_options() -> Callable[[F], F]:
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             values = {name: kwargs.pop(name) for name in names}
-            return command(*args, **kwargs, **{PARAMETER: TrainConfig().replace(**values)})
+            try:
+                settings = TrainConfig().replace(**values)
+            except ConfigError as error:  # the config names its fields; the user typed flags
+                message = re.sub(
+                    r"\b(\w+)=", lambda m: f"{flags[m[1]]} " if m[1] in flags else m[0], str(error)
+                )
+                raise ConfigError(message) from None
+            return command(*args, **kwargs, **{PARAMETER: settings})
 
         wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
         annotations = {k: v for k, v in command.__annotations__.items() if k != PARAMETER}
@@ -55,6 +66,11 @@ def _flagged() -> list[tuple[str, Field[Any]]]:
     return [(groups[f.name], f) for f in setting_fields() if f.metadata.get("flag")]
 
 
+def _flag_name(field: Field[Any]) -> str:
+    flag = field.metadata["flag"]
+    return flag if isinstance(flag, str) else "--" + field.name.replace("_", "-")
+
+
 def _group_fields(group: str) -> list[Field[Any]]:
     import dataclasses
 
@@ -66,8 +82,7 @@ def _parameter(group: str, field: Field[Any]) -> inspect.Parameter:
     kind = typing.get_type_hints(owner)[field.name]
     optional = get_origin(kind) in (typing.Union, types.UnionType) and type(None) in get_args(kind)
     base = next(a for a in get_args(kind) if a is not type(None)) if optional else kind
-    flag = field.metadata["flag"]
-    dashed = flag if isinstance(flag, str) else "--" + field.name.replace("_", "-")
+    dashed = _flag_name(field)
     decls = (f"{dashed}/--no-{dashed[2:]}",) if base is bool else (dashed,)
     option = typer.Option(*decls, help=field.metadata["help"], rich_help_panel=_PANELS[group])
     annotation: Any = Annotated[base | None if optional else base, option]  # Literal: choices

@@ -93,7 +93,8 @@ class TrainingRecord:
             value = training.get(key, default)
             if value is None:
                 return default
-            if isinstance(value, bool) and kind in (int, float):
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            if isinstance(value, bool) and bool not in kinds:  # True is an int, not a number
                 raise BundleError(f"the bundle's training record has {key}={value!r}")
             if not isinstance(value, kind):
                 raise BundleError(

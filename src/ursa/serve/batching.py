@@ -81,17 +81,13 @@ class MicroBatcher:
     def run_now(self, array: np.ndarray) -> Prediction | None:
         """Predict one (3, H, W) input in the calling thread (a decoder) when no image is
         queued, no batch is in flight and the model is free; else None: then queue it with
-        :meth:`predict`. A failed run is logged and returns None too, so that the error
-        reaches the request the way a queued run's does."""
+        :meth:`predict`. A failed run raises, once: the image is not queued again."""
         # Reads of the list and the counter written by the event loop: a stale answer only
         # sends an image to the queue, or makes it wait for the lock a moment.
         if self._pending or self._dispatched or not self._model.acquire(blocking=False):
             return None
         try:
             prediction = self.predictor.predict_arrays(array[None])[0]
-        except Exception:
-            log.exception("the model failed on an image run at once; queueing it instead")
-            return None
         finally:
             self._model.release()
         self.metrics.batch(1)

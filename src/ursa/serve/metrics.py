@@ -15,9 +15,20 @@ from __future__ import annotations
 import http
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from ursa.core.asgi import ASGIApp, Message, Receive, Scope, Send
+
+# No `*_created` gauge beside every counter and histogram series: it would double the
+# series a scraper stores, for a start time the process's own metrics already say.
+disable_created_metrics()
 
 #: Latency bucket upper bounds, in seconds.
 BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -218,11 +218,17 @@ def _bad_image(error: ImageError) -> HTTPException:
     return HTTPException(status_code=status, detail=detail)
 
 
-def _decode_then_run(service: Service, data: bytes) -> tuple[np.ndarray, Prediction | None]:
+def _decode_then_run(
+    service: Service, data: bytes
+) -> tuple[np.ndarray, Prediction | None, Exception | None]:
     """In a decoder thread: the model's input, and its prediction when the model was free
-    to run it at once (:meth:`MicroBatcher.run_now`)."""
+    to run it at once (:meth:`MicroBatcher.run_now`), or the model's error (a decode error
+    raises: it is the input's fault, a model error is not)."""
     array = service.predictor.prepare(data)
-    return array, service.batcher.run_now(array)
+    try:
+        return array, service.batcher.run_now(array), None
+    except Exception as error:  # raised in the request, as a queued run's error is
+        return array, None, error
 
 
 async def _predict_one(service: Service, data: bytes) -> PredictionOut:
@@ -233,7 +239,7 @@ async def _predict_one(service: Service, data: bytes) -> PredictionOut:
         raise HTTPException(status_code=400, detail="empty body: send the image bytes")
     loop = asyncio.get_running_loop()
     try:
-        array, prediction = await loop.run_in_executor(
+        array, prediction, failed = await loop.run_in_executor(
             service.decoders, _decode_then_run, service, data
         )
     except ImageError as error:
@@ -241,6 +247,8 @@ async def _predict_one(service: Service, data: bytes) -> PredictionOut:
     except Exception as error:  # a decoder bug on hostile input is still the input's fault
         log.warning("could not decode an uploaded image: %r", error)
         raise HTTPException(status_code=400, detail="the body is not a readable image") from None
+    if failed is not None:
+        raise failed
     if prediction is None:
         prediction = await service.batcher.predict(array)
     return _to_out(prediction, service.settings.top_k, time.perf_counter() - start)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -162,19 +164,32 @@ class TrainConfig:
         return {f.name: getattr(getattr(self, g), f.name) for g, f in _leaf_fields()}
 
     def replace(self, **settings: Any) -> TrainConfig:
-        """A copy with the named settings changed; an unknown name is a :class:`ConfigError`
-        listing the known ones."""
+        """A copy with the named settings changed. Every problem is named in one
+        :class:`ConfigError`: an unknown name (with the known ones), a value of the wrong
+        type, a value out of range."""
         groups: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
         owner = {f.name: g for g, f in _leaf_fields()}
+        problems = []
         for name, value in settings.items():
             if name not in owner:
-                raise ConfigError(
+                problems.append(
                     f"unknown training setting {name!r}; known: {', '.join(sorted(owner))}"
                 )
-            groups[owner[name]][name] = value
-        return TrainConfig(
-            **{g: dataclasses.replace(getattr(self, g), **groups[g]) for g in GROUPS}
-        )
+                continue
+            wrong = _type_problem(owner[name], name, value)
+            if wrong:
+                problems.append(wrong)  # and not passed on: the group's checks need the type
+            else:
+                groups[owner[name]][name] = value
+        built = {}
+        for group in GROUPS:
+            try:
+                built[group] = dataclasses.replace(getattr(self, group), **groups[group])
+            except ConfigError as error:
+                problems.append(str(error))
+        if problems:
+            raise ConfigError("; ".join(dict.fromkeys(problems)))
+        return TrainConfig(**built)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The tree as JSON-ready dicts, by group."""
@@ -187,13 +202,20 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"a training config is a JSON object, not {type(values).__name__}")
         flat: dict[str, Any] = {}
+        owner = {f.name: g for g, f in _leaf_fields()}
         for group, settings in values.items():
             if group not in GROUPS or not isinstance(settings, dict):
                 raise ConfigError(f"training config: unknown group {group!r}")
+            misplaced = [n for n in settings if n in owner and owner[n] != group]
+            if misplaced:
+                raise ConfigError(
+                    f"training config: {', '.join(misplaced)} under {group!r}, not its group "
+                    f"({', '.join(owner[n] for n in misplaced)})"
+                )
             flat.update(settings)
         try:
             return cls().replace(**flat)
-        except TypeError as error:  # a value of the wrong type deep in a check
+        except ConfigError as error:
             raise ConfigError(f"training config: {error}") from None
 
     def differences(self, other: TrainConfig) -> list[str]:
@@ -210,6 +232,39 @@ def _leaf_fields() -> list[tuple[str, dataclasses.Field[Any]]]:
 def setting_fields() -> list[dataclasses.Field[Any]]:
     """Every setting's field (name, type, default, help), in group order."""
     return [f for _, f in _leaf_fields()]
+
+
+def _type_problem(group: str, name: str, value: object) -> str | None:
+    """What is wrong with ``value``'s type for setting ``name`` (None: nothing). A bool is
+    no number here, and an int is a float."""
+    kind = typing.get_type_hints(type(getattr(TrainConfig(), group)))[name]
+    options = (
+        typing.get_args(kind)
+        if typing.get_origin(kind) in (typing.Union, types.UnionType)
+        else (kind,)
+    )
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if typing.get_origin(option) is Literal:
+            if value in typing.get_args(option):
+                return None
+            continue
+        if option is bool:
+            if isinstance(value, bool):
+                return None
+        elif option is float:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return None
+        elif isinstance(option, type) and isinstance(value, option) and not isinstance(value, bool):
+            return None
+    allowed = " or ".join(
+        ", ".join(map(repr, typing.get_args(o)))
+        if typing.get_origin(o) is Literal
+        else ("none" if o is type(None) else getattr(o, "__name__", str(o)))
+        for o in options
+    )
+    return f"{name}={value!r}: use {allowed}"
 
 
 def _check_choice(name: str, value: object, choices: Any) -> None:
