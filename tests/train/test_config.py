@@ -113,6 +113,25 @@ def test_resume_with_a_changed_setting_is_refused_naming_it(
         _learner(folder, **changed).resume(runs)
 
 
+@pytest.mark.parametrize(
+    ("data_settings", "says"),
+    [({"batch_size": 4}, "batch_size: 8 -> 4"), ({"size": 48}, "preprocess: "),
+     ({"valid_pct": 0.3}, "valid_pct: 0.2 -> 0.3"), ({"augment": "none"}, "augment: ")],
+)  # fmt: skip
+def test_resume_with_other_data_settings_is_refused_naming_them(
+    folder: Path, tmp_path: Path, data_settings: dict[str, object], says: str
+) -> None:
+    runs = tmp_path / "runs"
+    _learner(folder, checkpoint_dir=runs).fit_one_cycle(1, 1e-2)
+    settings: dict[str, object] = {
+        "size": 32, "batch_size": 8, "num_workers": 0, "seed": 0, **data_settings
+    }  # fmt: skip
+    data = ImageData.from_folder(folder, **settings)  # type: ignore[arg-type]
+    learner = Learner(data, arch=TINY_ARCH, pretrained=False, logger=SilentLogger())
+    with pytest.raises(CheckpointError, match=re.escape(says)):
+        learner.resume(runs)
+
+
 def test_the_bundle_records_the_config_whole(folder: Path, tmp_path: Path) -> None:
     learner = _learner(folder, label_smoothing=0.05, weight_decay=0.02)
     learner.fit_one_cycle(1, 1e-2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import time
@@ -462,6 +463,7 @@ class Learner:
                 "arch": self.arch,
                 "class_names": list(self.class_names),
                 "config": self.config.to_dict(),
+                "data": self._data_record(),
                 "fit_index": fit_index,
                 "epochs_done": epochs_done,
                 "history": [r.to_dict() for r in [*self.history, *records]],
@@ -484,6 +486,23 @@ class Learner:
             )
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
+
+    def _data_record(self) -> dict[str, Any]:
+        """What a checkpoint records of the data, for resume to compare: the files (their
+        fingerprint), labels and split, the input, the batch and the augmentation."""
+        data = self.data
+        record = {
+            "dataset_fingerprint": data.fingerprint,
+            "labels": data.spec.to_dict(),
+            "valid_pct": data.config.valid_pct,
+            "split_seed": data.config.seed,
+            "stratify": data.config.stratify,
+            "batch_size": data.batch_size,
+            "augment": data.config.augment_name,
+            "min_scale": data.config.min_scale,
+            "preprocess": self.preprocess.to_dict(),
+        }
+        return dict(json.loads(json.dumps(record)))  # as state.json gives it back (lists)
 
     def resume(self, path: str | Path) -> None:
         """Load a checkpoint (a ``.ckpt`` file or a ``checkpoint_dir``) to continue its run.
@@ -510,6 +529,14 @@ class Learner:
         except ConfigError as error:
             raise ckpt.CheckpointError(f"{path}: {error}") from None
         changed = recorded.differences(self.config)
+        recorded_data = state.get("data")
+        if isinstance(recorded_data, dict):
+            now = self._data_record()
+            changed += [
+                f"{key}: {recorded_data.get(key)!r} -> {now[key]!r}"
+                for key in now
+                if recorded_data.get(key) != now[key]
+            ]
         if changed:
             raise ckpt.CheckpointError(
                 f"{path}: this run's settings differ from the checkpoint's "
