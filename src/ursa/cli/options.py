@@ -195,24 +195,37 @@ def data_options(*, as_trained: bool = False) -> Callable[[F], F]:
     """
 
     def decorate(command: F) -> F:
-        signature = inspect.signature(command, eval_str=True)  # typer reads real annotations
-        if PARAMETER not in signature.parameters:
-            raise TypeError(f"{command.__name__} needs an `{PARAMETER}: DataOptions` parameter")
-        kept = [p for p in signature.parameters.values() if p.name != PARAMETER]
         added = [_parameter(flag, as_trained) for flag in _FLAGS]
-        names = [flag.name for flag in _FLAGS]
-
-        @functools.wraps(command)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name in names}
-            return command(*args, **kwargs, **{PARAMETER: DataOptions(**values)})
-
-        wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
-        annotations = {k: v for k, v in command.__annotations__.items() if k != PARAMETER}
-        wrapper.__annotations__ = annotations | {p.name: p.annotation for p in added}
-        return wrapper  # type: ignore[return-value]
+        return replace_parameter(command, PARAMETER, added, lambda values: DataOptions(**values))
 
     return decorate
+
+
+def replace_parameter(
+    command: F,
+    parameter: str,
+    added: list[inspect.Parameter],
+    build: Callable[[dict[str, Any]], object],
+) -> F:
+    """``command`` with its ``parameter`` replaced by the keyword parameters ``added`` (which
+    typer turns into flags); the wrapper calls ``command`` with ``parameter`` set to
+    ``build({name: value of each added parameter})``. The data flags and the training flags
+    (:mod:`ursa.cli.train_options`) are made this way."""
+    signature = inspect.signature(command, eval_str=True)  # typer reads real annotations
+    if parameter not in signature.parameters:
+        raise TypeError(f"{command.__name__} needs a `{parameter}` parameter")
+    kept = [p for p in signature.parameters.values() if p.name != parameter]
+    names = [p.name for p in added]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in names}
+        return command(*args, **kwargs, **{parameter: build(values)})
+
+    wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
+    annotations = {k: v for k, v in command.__annotations__.items() if k != parameter}
+    wrapper.__annotations__ = annotations | {p.name: p.annotation for p in added}
+    return wrapper  # type: ignore[return-value]
 
 
 def _parameter(flag: _Flag, as_trained: bool) -> inspect.Parameter:

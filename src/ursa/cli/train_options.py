@@ -4,7 +4,6 @@ help), as :mod:`ursa.cli.options` does for the data flags."""
 
 from __future__ import annotations
 
-import functools
 import inspect
 import re
 import types
@@ -15,8 +14,9 @@ from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import typer
 
+from ursa.cli.options import replace_parameter
 from ursa.core.errors import ConfigError
-from ursa.train.config import GROUPS, TrainConfig, setting_fields
+from ursa.train.config import TrainConfig, grouped_fields, setting_type
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,37 +33,24 @@ def train_options(*, exclude: tuple[str, ...] = ()) -> Callable[[F], F]:
     flagged = [(g, f) for g, f in _flagged() if f.name not in exclude]
     flags = {f.name: _flag_name(f) for _, f in flagged}
 
+    def build(values: dict[str, Any]) -> TrainConfig:
+        try:
+            return TrainConfig().replace(**values)
+        except ConfigError as error:  # the config names its fields; the user typed flags
+            message = re.sub(
+                r"\b(\w+)=", lambda m: f"{flags[m[1]]} " if m[1] in flags else m[0], str(error)
+            )
+            raise ConfigError(message) from None
+
     def decorate(command: F) -> F:
-        signature = inspect.signature(command, eval_str=True)
-        if PARAMETER not in signature.parameters:
-            raise TypeError(f"{command.__name__} needs a `{PARAMETER}: TrainConfig` parameter")
-        kept = [p for p in signature.parameters.values() if p.name != PARAMETER]
         added = [_parameter(group, field) for group, field in flagged]
-        names = [field.name for _, field in flagged]
-
-        @functools.wraps(command)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name in names}
-            try:
-                settings = TrainConfig().replace(**values)
-            except ConfigError as error:  # the config names its fields; the user typed flags
-                message = re.sub(
-                    r"\b(\w+)=", lambda m: f"{flags[m[1]]} " if m[1] in flags else m[0], str(error)
-                )
-                raise ConfigError(message) from None
-            return command(*args, **kwargs, **{PARAMETER: settings})
-
-        wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
-        annotations = {k: v for k, v in command.__annotations__.items() if k != PARAMETER}
-        wrapper.__annotations__ = annotations | {p.name: p.annotation for p in added}
-        return wrapper  # type: ignore[return-value]
+        return replace_parameter(command, PARAMETER, added, build)
 
     return decorate
 
 
 def _flagged() -> list[tuple[str, Field[Any]]]:
-    groups = {f.name: g for g in GROUPS for f in _group_fields(g)}
-    return [(groups[f.name], f) for f in setting_fields() if f.metadata.get("flag")]
+    return [(g, f) for g, f in grouped_fields() if f.metadata.get("flag")]
 
 
 def _flag_name(field: Field[Any]) -> str:
@@ -71,15 +58,8 @@ def _flag_name(field: Field[Any]) -> str:
     return flag if isinstance(flag, str) else "--" + field.name.replace("_", "-")
 
 
-def _group_fields(group: str) -> list[Field[Any]]:
-    import dataclasses
-
-    return list(dataclasses.fields(getattr(TrainConfig(), group)))
-
-
 def _parameter(group: str, field: Field[Any]) -> inspect.Parameter:
-    owner = type(getattr(TrainConfig(), group))
-    kind = typing.get_type_hints(owner)[field.name]
+    kind = setting_type(group, field.name)
     optional = get_origin(kind) in (typing.Union, types.UnionType) and type(None) in get_args(kind)
     base = next(a for a in get_args(kind) if a is not type(None)) if optional else kind
     dashed = _flag_name(field)

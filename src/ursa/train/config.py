@@ -22,6 +22,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -161,14 +162,14 @@ class TrainConfig:
 
     def flat(self) -> dict[str, Any]:
         """``{setting: value}`` over all groups."""
-        return {f.name: getattr(getattr(self, g), f.name) for g, f in _leaf_fields()}
+        return {f.name: getattr(getattr(self, g), f.name) for g, f in grouped_fields()}
 
     def replace(self, **settings: Any) -> TrainConfig:
         """A copy with the named settings changed. Every problem is named in one
         :class:`ConfigError`: an unknown name (with the known ones), a value of the wrong
         type, a value out of range."""
         groups: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
-        owner = {f.name: g for g, f in _leaf_fields()}
+        owner = {f.name: g for g, f in grouped_fields()}
         problems = []
         for name, value in settings.items():
             if name not in owner:
@@ -202,7 +203,7 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"a training config is a JSON object, not {type(values).__name__}")
         flat: dict[str, Any] = {}
-        owner = {f.name: g for g, f in _leaf_fields()}
+        owner = {f.name: g for g, f in grouped_fields()}
         for group, settings in values.items():
             if group not in GROUPS or not isinstance(settings, dict):
                 raise ConfigError(f"training config: unknown group {group!r}")
@@ -220,24 +221,35 @@ class TrainConfig:
 
     def differences(self, other: TrainConfig) -> list[str]:
         """``"name: mine -> other's"`` for each setting that differs."""
-        mine, theirs = self.flat(), other.flat()
-        return [f"{n}: {mine[n]!r} -> {theirs[n]!r}" for n in mine if mine[n] != theirs[n]]
+        return differences(self.flat(), other.flat())
 
 
-def _leaf_fields() -> list[tuple[str, dataclasses.Field[Any]]]:
+def differences(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """``"name: before -> after"`` for each key of ``after`` whose value differs (a key
+    ``before`` lacks counts as None)."""
+    return [f"{n}: {before.get(n)!r} -> {after[n]!r}" for n in after if before.get(n) != after[n]]
+
+
+def grouped_fields() -> list[tuple[str, dataclasses.Field[Any]]]:
+    """``(group, field)`` of every setting, in group order."""
     default = TrainConfig()
     return [(g, f) for g in GROUPS for f in fields(getattr(default, g))]
 
 
+def setting_type(group: str, name: str) -> Any:
+    """The annotated type of setting ``name`` of ``group`` (e.g. ``int | None``)."""
+    return typing.get_type_hints(type(getattr(TrainConfig(), group)))[name]
+
+
 def setting_fields() -> list[dataclasses.Field[Any]]:
     """Every setting's field (name, type, default, help), in group order."""
-    return [f for _, f in _leaf_fields()]
+    return [f for _, f in grouped_fields()]
 
 
 def _type_problem(group: str, name: str, value: object) -> str | None:
     """What is wrong with ``value``'s type for setting ``name`` (None: nothing). A bool is
     no number here, and an int is a float."""
-    kind = typing.get_type_hints(type(getattr(TrainConfig(), group)))[name]
+    kind = setting_type(group, name)
     options = (
         typing.get_args(kind)
         if typing.get_origin(kind) in (typing.Union, types.UnionType)

@@ -25,7 +25,7 @@ from ursa.data.core import ImageData, html_table
 from ursa.models.backbones import backbone_info, classifier_of, create_model, layer_groups
 from ursa.train import checkpoint as ckpt
 from ursa.train.advice import training_warnings
-from ursa.train.config import TrainConfig
+from ursa.train.config import TrainConfig, differences
 from ursa.train.distributed import make_accelerator, world_size
 from ursa.train.head_fit import HeadFit, Pass, extract_features, fit_linear_head, mirror
 from ursa.train.loop import (
@@ -531,12 +531,7 @@ class Learner:
         changed = recorded.differences(self.config)
         recorded_data = state.get("data")
         if isinstance(recorded_data, dict):
-            now = self._data_record()
-            changed += [
-                f"{key}: {recorded_data.get(key)!r} -> {now[key]!r}"
-                for key in now
-                if recorded_data.get(key) != now[key]
-            ]
+            changed += differences(recorded_data, self._data_record())
         if changed:
             raise ckpt.CheckpointError(
                 f"{path}: this run's settings differ from the checkpoint's "
