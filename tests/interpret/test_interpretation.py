@@ -77,7 +77,7 @@ def test_from_bundle_reproduces_the_learners_interpretation(
     assert from_folder.class_names == from_learner.class_names
     assert np.array_equal(from_folder.confusion_matrix(), from_learner.confusion_matrix())
     assert np.allclose(from_folder.probabilities, from_learner.probabilities, atol=1e-5)
-    assert len(from_folder.summary.history) == len(trained.learner.history) == 3
+    assert len(from_folder.summary.history) == len(trained.learner.history) == 4  # + average
     assert from_folder.summary.source == str(bundle)
     lazy = ursa.Interpretation.from_bundle(str(bundle), trained.learner.data, "train")
     assert lazy.split == "train" and len(lazy.targets) == len(trained.learner.data.train_items)

@@ -58,7 +58,7 @@ def test_first_model_notebook_runs_clean_with_inline_figures(tmp_path: Path) -> 
     shown = [o["data"]["text/html"] for o in training.outputs if o["output_type"] == "display_data"]
     bar, table = shown
     assert "<progress" in bar and "done in" in bar
-    assert table.count("<tr>") == 3  # header, the head fit, one unfrozen epoch
+    assert table.count("<tr>") == 4  # header, the head fit, one unfrozen epoch, the average
     assert any("held-back digits right:" in o.get("text", "") for _, c in run.code_cells()
                for o in c.outputs)  # fmt: skip
     assert (tmp_path / "first-model" / "digits.ursa").is_file()

@@ -87,9 +87,9 @@ def test_fine_tune_returns_an_epoch_table_that_is_still_a_list(tmp_path: Path) -
     learner = Learner(data, arch=TINY_ARCH, pretrained=False, logger=SilentLogger())
     records = learner.fine_tune(2, base_lr=2e-2)
     # Existing code keeps working: a list of EpochRecord, indexable, equal to a list.
-    assert isinstance(records, list) and len(records) == 3
+    assert isinstance(records, list) and len(records) == 4
     assert all(isinstance(r, EpochRecord) for r in records)
-    assert [r.phase for r in records] == ["head", "unfrozen", "unfrozen"]
+    assert [r.phase for r in records] == ["head", "unfrozen", "unfrozen", "average"]
     assert records == learner.history and records[-1] is learner.history[-1]
     text = repr(records)
     assert "EpochRecord(" not in text
@@ -97,15 +97,16 @@ def test_fine_tune_returns_an_epoch_table_that_is_still_a_list(tmp_path: Path) -
     assert lines[0].split() == [
         "epoch", "phase", "train_loss", "valid_loss", "error_rate", "accuracy", "macro_f1", "time"
     ]  # fmt: skip
-    assert len(lines) == 4 and lines[1].split()[:2] == ["0", "head"]
+    assert len(lines) == 5 and lines[1].split()[:2] == ["0", "head"]
     assert f"{records[2].error_rate:.4f}" in lines[3]
+    assert lines[4].split()[:3] == ["3", "average", "—"]  # no training loss: a dash, not nan
     cells = Cells(records._repr_html_()).cells  # type: ignore[attr-defined]
-    assert len(cells) == 8 * 4 and cells[8:10] == ["0", "head"]
+    assert len(cells) == 8 * 5 and cells[8:10] == ["0", "head"]
 
     one_cycle = learner.fit_one_cycle(1, 1e-3)
-    assert len(one_cycle) == 1 and one_cycle[0].epoch == 3
+    assert len(one_cycle) == 1 and one_cycle[0].epoch == 4
     lines = repr(one_cycle).splitlines()
-    assert "EpochRecord(" not in repr(one_cycle) and lines[1].split()[:2] == ["3", "all"]
+    assert "EpochRecord(" not in repr(one_cycle) and lines[1].split()[:2] == ["4", "all"]
 
 
 def test_learner_repr_says_model_data_device_and_what_was_trained(trained: Trained) -> None:
@@ -114,7 +115,8 @@ def test_learner_repr_says_model_data_device_and_what_was_trained(trained: Train
     assert text.startswith("Learner\n")
     assert TINY_ARCH in text and "3: blue, green, red" in text and "random weights" in text
     assert "48 training and 12 validation images, 32 px, batch 8" in text
-    assert f"{learner.history[-1].error_rate:.4f}" in text and "(head, unfrozen)" in text
+    assert "(head, unfrozen, average)" in text
+    assert learner.kept is not None and f"kept {learner.kept}: error_rate" in text
     assert len(text) < 600
     cells = Cells(learner._repr_html_()).cells
     assert "model" in cells and "unfrozen" in cells  # the facts and the epoch table

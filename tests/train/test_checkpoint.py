@@ -65,8 +65,11 @@ def test_resume_after_interruption_reaches_the_uninterrupted_weights(
     expected = uninterrupted.model.state_dict()
     for name, tensor in resumed.model.state_dict().items():
         assert torch.equal(tensor, expected[name]), name
-    assert [r.epoch for r in resumed.history] == [0, 1, 2]
+    # the head fit, two epochs and the validated average of the head fit and the last one
+    assert [r.epoch for r in resumed.history] == [0, 1, 2, 3]
+    assert [r.phase for r in resumed.history] == ["head", "unfrozen", "unfrozen", "average"]
     assert [r.valid_loss for r in resumed.history] == [r.valid_loss for r in uninterrupted.history]
+    assert resumed.kept == uninterrupted.kept
 
 
 def test_checkpoint_holds_tensors_and_json_and_no_pickled_code(
@@ -127,7 +130,8 @@ def test_resuming_a_finished_run_ends_with_the_weights_it_kept(
     finished.fine_tune(2, base_lr=1e-2)  # the checkpoint is written as the last epoch ends
     resumed = _learner(folder, checkpoint_dir=runs)
     resumed.resume(runs)
-    assert resumed.fine_tune(2, base_lr=1e-2) == []  # nothing left to train
+    # nothing left to train: only the average with the head fit is validated again
+    assert [r.phase for r in resumed.fine_tune(2, base_lr=1e-2)] == ["average"]
     expected = uninterrupted.model.state_dict()
     for name, tensor in resumed.model.state_dict().items():
         assert torch.equal(tensor, expected[name]), name  # keep-best's choice, not the last

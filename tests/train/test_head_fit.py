@@ -10,6 +10,7 @@ import torch
 
 from tests.conftest import TINY_ARCH, make_class_folder
 from ursa.data.core import ImageData, auto_batch_size
+from ursa.models.backbones import classifier_of
 from ursa.train import Learner, SilentLogger
 from ursa.train.head_fit import Features, choose_weight_decay, fit_linear, fit_linear_head
 
@@ -90,7 +91,7 @@ def test_a_tiny_training_set_gets_at_least_8_steps_an_epoch(tmp_path: Path) -> N
     data = ImageData.from_folder(folder, size=32, num_workers=0, seed=0)
     learner = Learner(data, arch=TINY_ARCH, pretrained=False, logger=SilentLogger())
     assert _count_steps(learner, 1) >= 8
-    assert [r.phase for r in learner.history] == ["head", "unfrozen"]
+    assert [r.phase for r in learner.history] == ["head", "unfrozen", "average"]
 
 
 def test_an_explicit_batch_size_wins(tmp_path: Path) -> None:
@@ -135,17 +136,46 @@ def test_fine_tune_refuses_bad_settings(tmp_path: Path, bad: dict[str, object]) 
         learner.fine_tune(**bad)  # type: ignore[arg-type]
 
 
-def test_automatic_epochs_stop_at_an_epoch_that_does_not_beat_the_head(tmp_path: Path) -> None:
-    """With automatic epochs, the unfrozen fit stops after an epoch that is no better than
-    the head fit (a rate of 10 wrecks the first one); explicit epochs all run, as asked."""
+def test_automatic_epochs_stop_at_an_epoch_that_does_not_beat_the_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the average, automatic epochs stop after an epoch that is no better than the
+    head fit (a rate of 10 wrecks the first one); explicit epochs all run, as asked; and
+    with the average (the default) the automatic schedule runs to its end."""
+    from ursa.train import learner as learner_module
     from ursa.train.learner import auto_epochs
 
+    monkeypatch.setattr(learner_module, "FINE_TUNE_MIN_IMAGES", 0)  # fine-tune this tiny set
     folder = make_class_folder(tmp_path / "c", per_class=12)
     data = ImageData.from_folder(folder, size=32, num_workers=0, seed=0)
     assert auto_epochs(len(data.train_items), data.batch_size) >= 2
     automatic = Learner(data, arch=TINY_ARCH, pretrained=False, logger=SilentLogger(), seed=0)
-    automatic.fine_tune(base_lr=10.0)
+    automatic.fine_tune(base_lr=10.0, average=False)
     assert [r.phase for r in automatic.history] == ["head", "unfrozen"]
     explicit = Learner(data, arch=TINY_ARCH, pretrained=False, logger=SilentLogger(), seed=0)
-    explicit.fine_tune(2, base_lr=10.0)
+    explicit.fine_tune(2, base_lr=10.0, average=False)
     assert [r.phase for r in explicit.history] == ["head", "unfrozen", "unfrozen"]
+    averaged = Learner(data, arch=TINY_ARCH, pretrained=False, logger=SilentLogger(), seed=0)
+    averaged.fine_tune(base_lr=10.0)
+    epochs = auto_epochs(len(data.train_items), data.batch_size)
+    assert [r.phase for r in averaged.history] == ["head", *["unfrozen"] * epochs, "average"]
+    assert averaged.kept == "the head fit"  # the wrecked epochs' average loses to the head
+
+
+def test_automatic_epochs_leave_a_small_set_to_the_head_fit(tmp_path: Path) -> None:
+    """Under FINE_TUNE_MIN_IMAGES training images, fine_tune() fits the head and stops
+    there, with the body trainable afterwards; given epochs, it fine-tunes anyway."""
+    from ursa.train.learner import FINE_TUNE_MIN_IMAGES
+
+    folder = make_class_folder(tmp_path / "c", per_class=12)
+    data = ImageData.from_folder(folder, size=32, num_workers=0, seed=0)
+    assert len(data.train_items) < FINE_TUNE_MIN_IMAGES
+    automatic = Learner(data, arch=TINY_ARCH, pretrained=False, logger=SilentLogger(), seed=0)
+    head = classifier_of(automatic.model).weight
+    table = automatic.fine_tune()
+    assert [r.phase for r in table] == ["head"]
+    assert automatic.kept == "the head fit"
+    assert all(p.requires_grad for p in automatic.model.parameters())  # unfrozen, as fastai
+    assert head.requires_grad
+    explicit = Learner(data, arch=TINY_ARCH, pretrained=False, logger=SilentLogger(), seed=0)
+    assert [r.phase for r in explicit.fine_tune(1)] == ["head", "unfrozen", "average"]

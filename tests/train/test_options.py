@@ -112,7 +112,8 @@ def test_bf16_on_a_cpu_trains_under_autocast(folder: Path) -> None:
     learner = _learner(folder, precision="bf16", device="cpu")
     assert _autocast_dtype(torch.device("cpu"), learner.options) == torch.bfloat16
     records = learner.fine_tune(1, base_lr=1e-2)
-    assert all(math.isfinite(r.train_loss) for r in records)
+    assert all(math.isfinite(r.train_loss) for r in records if r.phase != "average")
+    assert all(math.isfinite(r.valid_loss) for r in records)
 
 
 @pytest.mark.gpu

@@ -55,9 +55,9 @@ def test_the_run_is_announced_and_every_validation_batch_reported(tmp_path: Path
     learner = Learner(images, arch=TINY_ARCH, pretrained=False, logger=logger)
     learner.fine_tune(2, base_lr=1e-2)
     batches = -(-len(images.valid_items) // 4)  # validation batches of 4
-    assert logger.events[0] == ("run", 0, 3)  # the head fit and two unfrozen epochs
-    for epoch in range(3):
-        begin = logger.events.index(("epoch", epoch, "head" if epoch == 0 else "unfrozen"))
+    assert logger.events[0] == ("run", 0, 4)  # the head fit, two unfrozen epochs, the average
+    for epoch, phase in enumerate(["head", "unfrozen", "unfrozen", "average"]):
+        begin = logger.events.index(("epoch", epoch, phase))
         end = logger.events.index(("end", epoch))
         reported = [e for e in logger.events[begin:end] if e[0] == "valid"]
         assert reported == [("valid", step, batches) for step in range(batches)], epoch
@@ -67,4 +67,4 @@ def test_a_logger_without_the_hooks_still_trains(tmp_path: Path) -> None:
     logger = OldLogger()
     learner = Learner(data(tmp_path), arch=TINY_ARCH, pretrained=False, logger=logger)  # type: ignore[arg-type]
     learner.fine_tune(1, base_lr=1e-2)
-    assert logger.rows == [0, 1]
+    assert logger.rows == [0, 1, 2]

@@ -307,6 +307,7 @@ class TrainRun:
     checkpoint_dir: Path | None = None
     resume: Path | None = None
     keep_best: bool = True
+    average: bool = True
     history_plot: Path | None = None
 
 
@@ -363,6 +364,7 @@ def train_folder(
         freeze_epochs=run.freeze_epochs,
         head=run.head,  # type: ignore[arg-type]
         keep_best=run.keep_best,
+        average=run.average,
     )
     if run.history_plot is not None and learner.is_main:
         learner.plot_history(run.history_plot)

@@ -77,6 +77,14 @@ def train(
             "--no-keep-best ends with the last epoch's.",
         ),
     ] = True,
+    average: Annotated[
+        bool,
+        typer.Option(
+            "--average/--no-average",
+            help="After the head fit: end with the average of the head fit's and the last "
+            "epoch's weights unless the head fit validates better.",
+        ),
+    ] = True,
     history_plot: Annotated[
         Path | None, typer.Option(help="Write the loss/accuracy history as a PNG.")
     ] = None,
@@ -95,7 +103,7 @@ def train(
     run = TrainRun(
         epochs=epochs, head=head, freeze_epochs=freeze_epochs, lr=lr, augment=augment,
         batch_size=batch_size, workers=workers, checkpoint_dir=checkpoint_dir, resume=resume,
-        keep_best=keep_best, history_plot=history_plot,
+        keep_best=keep_best, average=average, history_plot=history_plot,
     )  # fmt: skip
     _, learner = train_folder(
         path, options, settings, run, logger=RichLogger(console),

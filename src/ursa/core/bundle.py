@@ -76,6 +76,9 @@ class TrainingRecord:
     fits: tuple[dict[str, Any], ...] = ()
     head_fit: dict[str, Any] | None = None
     warnings: tuple[str, ...] = ()
+    kept: str | None = None
+    """Which weights the model is: "the head fit", "epoch N", or "the average of the head
+    fit and epoch N" (None in bundles from before it was recorded)."""
     train_images: int | None = None
     valid_images: int | None = None
     skipped_files: int | None = None
@@ -117,6 +120,7 @@ class TrainingRecord:
             fits=tuple(f for f in fits if isinstance(f, dict)),
             head_fit=typed("head_fit", dict, None),
             warnings=tuple(str(w) for w in warnings),
+            kept=typed("kept", str, None),
             train_images=typed("train_images", int, None),
             valid_images=typed("valid_images", int, None),
             skipped_files=typed("skipped_files", int, None),

@@ -17,7 +17,7 @@ from ursa.core.errors import ConfigError, DataError
 from ursa.core.preprocess import PreprocessConfig, preprocess, resize_for_model
 from ursa.data.batch_augment import AUGMENT_PRESETS, BatchAugment
 from ursa.data.cache import training_side
-from ursa.data.core import AugmentPipeline
+from ursa.data.core import DEFAULT_MIN_SCALE, AugmentPipeline
 
 _INTERPOLATION = {
     "bicubic": InterpolationMode.BICUBIC,
@@ -30,7 +30,7 @@ def train_transform(
     config: PreprocessConfig,
     augment: str | AugmentPipeline,
     *,
-    min_scale: float = 0.35,
+    min_scale: float = DEFAULT_MIN_SCALE,
     batch_augment: bool = False,
 ) -> v2.Transform | ValidationTransform:
     """RGB PIL image → augmented, normalised (3, size, size) float32 tensor.

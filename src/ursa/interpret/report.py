@@ -344,6 +344,8 @@ def _training_rows(interp: Interpretation) -> list[tuple[str, Any]]:
         ("normalisation", f"mean {list(config.mean)}, std {list(config.std)}"),
         ("epochs", _epochs_text(summary.history, training.get("epochs", "?"))),
     ]
+    if isinstance(training.get("kept"), str):
+        rows.append(("weights kept", training["kept"]))
     for number, fit in enumerate(training.get("fits", []) or [], start=1):
         if not isinstance(fit, dict):
             continue
@@ -370,6 +372,7 @@ def _epochs_text(history: Sequence[Any], recorded: Any) -> str:
         return str(recorded)
     head = phases.pop("head", 0)
     frozen = phases.pop("frozen", 0)
+    phases.pop("average", 0)  # a validation of averaged weights, not an epoch
     text = str(sum(phases.values()))
     before = []
     if head:

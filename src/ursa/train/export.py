@@ -100,6 +100,7 @@ def training_record(learner: Learner) -> dict[str, Any]:
             "seconds": round(learner.head.seconds, 2),
         },
         "warnings": list(learner.warnings),
+        "kept": learner.kept,
         "augment": data.config.augment_name,
         "valid_pct": data.config.valid_pct,
         "stratify": data.config.stratify,

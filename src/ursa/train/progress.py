@@ -45,17 +45,19 @@ COLUMNS = (
 )  # fmt: skip
 
 
+def _cell(value: float) -> str:
+    """A metric's cell; a dash where there is none (the averaged weights' training loss)."""
+    return "—" if math.isnan(value) else f"{value:.4f}"
+
+
 def format_row(record: EpochRecord) -> list[str]:
     """The table cells for one epoch, as strings."""
     minutes, seconds = divmod(round(record.seconds), 60)
     return [
         str(record.epoch),
         record.phase,
-        f"{record.train_loss:.4f}",
-        f"{record.valid_loss:.4f}",
-        f"{record.error_rate:.4f}",
-        f"{record.accuracy:.4f}",
-        f"{record.macro_f1:.4f}",
+        *(_cell(value) for value in (record.train_loss, record.valid_loss)),
+        *(_cell(value) for value in (record.error_rate, record.accuracy, record.macro_f1)),
         f"{minutes:02d}:{seconds:02d}",
     ]
 
