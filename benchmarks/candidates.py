@@ -5,12 +5,15 @@
 Each DIR is a folder made by ``benchmarks/small_data.py`` (``train/``, ``valid/`` and
 ``test/`` class folders). For each, in one process: ``ImageData.from_folder(DIR, size=224,
 seed=SEED, min_scale=...)`` (SEED from the folder's ``-sN`` suffix), the head fit, then
-the unfrozen one-cycle fit exactly as ``fine_tune`` runs it for a set of that size with
-every default (rates 1e-5 to 1e-3, ``pct_start=0.3``, ``div=5``, the automatic epochs,
-no early stop), and the validation and test error of three candidates: the head fit,
-the last epoch, and the average of the two sets of weights. ``fine_tune`` keeps the best
-validated of the three; this shows what each would have scored on the test set, which
-``fine_tune`` never sees. Evaluated in fp32, as ``Learner.validate`` does.
+the unfrozen one-cycle fit as ``fine_tune`` runs it with every default on a set of 500
+training images or more (rates 1e-5 to 1e-3, ``pct_start=0.3``, ``div=5``, the
+automatic epochs, no early stop; smaller sets are fine-tuned here too, though
+``fine_tune()`` leaves them to the head fit), and the validation and test error of three
+candidates: the head fit, the last epoch, and the average of the two sets of weights.
+``fine_tune`` keeps the best validated of the three (scored in the training precision,
+bf16 on this CPU, so its choice can differ from this fp32 "valid" column where two are
+an image apart); this shows what each scores on the test set, which ``fine_tune`` never
+sees. Also each unfrozen epoch's training loss and validation error as the loop saw them.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ def candidates(folder: Path, min_scale: float | None) -> dict[str, Any]:
     learner.fit_one_cycle(
         epochs, (1e-5, 1e-3), pct_start=0.3, div=5.0, phase="unfrozen", keep_best=False
     )
+    result["epoch_rows"] = [
+        (round(r.train_loss, 3), round(r.error_rate, 3)) for r in learner.history[-epochs:]
+    ]
     last = {k: v.detach().clone() for k, v in learner.model.state_dict().items()}
     result["last"] = errors(learner, sets)
     learner.model.load_state_dict(average_weights(head, last))

@@ -135,3 +135,19 @@ def test_resuming_a_finished_run_ends_with_the_weights_it_kept(
     expected = uninterrupted.model.state_dict()
     for name, tensor in resumed.model.state_dict().items():
         assert torch.equal(tensor, expected[name]), name  # keep-best's choice, not the last
+
+
+def test_resume_refuses_to_end_another_way_than_the_interrupted_run(
+    folder: Path, tmp_path: Path
+) -> None:
+    # The averaged fit and a --no-keep-best one both run without keep-best; the recorded
+    # settings still tell them apart, so the resumed run cannot end differently.
+    runs = tmp_path / "runs"
+    interrupted = _learner(folder, checkpoint_dir=runs, logger=InterruptAt(2))
+    with pytest.raises(TrainingInterrupted):
+        interrupted.fine_tune(2, base_lr=1e-2)
+    for changed in ({"average": False}, {"keep_best": False}):
+        resumed = _learner(folder, checkpoint_dir=runs)
+        resumed.resume(runs)
+        with pytest.raises(CheckpointError, match="same command"):
+            resumed.fine_tune(2, base_lr=1e-2, **changed)  # type: ignore[arg-type]

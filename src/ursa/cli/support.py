@@ -213,7 +213,10 @@ class RichLogger:
             self._header_done = True
         self.clock.start_epoch(epoch, steps, self.timer())
         self._label = f"epoch {epoch} ({phase})"
-        doing = ": fitting the head on the frozen body's features" if not steps else ""
+        doing = {
+            "head": ": fitting the head on the frozen body's features",
+            "average": ": validating the average of the head fit's and the last epoch's weights",
+        }.get(phase, "")
         if not self.console.is_terminal:
             return  # piped or logged: the rows alone, no bar to redraw
         self._progress = Progress(

@@ -81,8 +81,9 @@ def train(
         bool,
         typer.Option(
             "--average/--no-average",
-            help="After the head fit: end with the average of the head fit's and the last "
-            "epoch's weights unless the head fit validates better.",
+            help="With --keep-best after the head fit: end with the average of the head "
+            "fit's and the last epoch's weights unless the head fit validates better; "
+            "--no-average: the best validated of the head fit and every epoch.",
         ),
     ] = True,
     history_plot: Annotated[

@@ -62,7 +62,7 @@ DEFAULT_MIN_SCALE = 0.75
 used 0.35; with the head fitted on whole images first, crops that small move the
 fine-tune's inputs away from what the head learnt: on Fashion-MNIST at 100 images a
 class the first unfrozen epoch's training loss was 0.77 at 0.35 and 0.46 at 0.75, and
-three epochs ended at 13.2 % against 10.4 % validation error (docs/training.md)."""
+three epochs ended at 13.2 % against 10.4 % validation error (docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def training_record(learner: Learner) -> dict[str, Any]:
     return {
         "config": learner.config.to_dict(),
         "fits": learner.fits,
-        "epochs": len(learner.history),
+        "epochs": sum(1 for r in learner.history if r.phase != "average"),  # a validation only
         "seed": learner.seed,
         "pretrained": learner.pretrained,
         "batch_size": data.batch_size,

@@ -212,6 +212,9 @@ class Learner:
         """Which weights the last fine_tune ended with: "the head fit", "epoch N" or "the
         average of the head fit and epoch N" (recorded in the bundle)."""
         self._kept_record: EpochRecord | None = None
+        self._averaging_fit = False
+        """Set by fine_tune for the fit it averages with the head fit (recorded in its
+        settings, so that resuming with --no-average or --no-keep-best is refused)."""
         self._fit_tracker: BestTracker | None = None
         """The last fit_one_cycle's best-metric tracker (restored when resumed)."""
         self.final_metrics: Metrics | None = None
@@ -380,6 +383,10 @@ class Learner:
             "div": div,
             "keep_best": keep_best,
         }
+        if self._averaging_fit:  # fine_tune's fit that ends in the average: resume says so
+            settings["average"] = True
+            self._averaging_fit = False
+        self.kept = self._kept_record = None  # the weights move on: fine_tune names them
         fit_index, self._fit_index = self._fit_index, self._fit_index + 1
         start_epoch = self._resume_point(fit_index, settings)
         if start_epoch is None:  # this fit finished before the checkpoint was written
@@ -692,6 +699,7 @@ class Learner:
             return self._resumed_head()
         if not self.data.train_items:
             raise DataError("no training images; add images to the class folders")
+        self.kept = self._kept_record = None
         started = time.perf_counter()
         self.logger.start_epoch(len(self.history), 0, "head")
         fitted, valid_loader = self._fit_head_weights(augmented_views, weight_decay)
@@ -797,15 +805,17 @@ class Learner:
            ``monitor``), the head fit's included: fine-tuning a few dozen images can
            lose to the head alone, and then the head alone is what you get (said in
            the output). Needs validation images; without them the last epoch stays.
-           With ``average`` (the default, after ``head="fit"``) the candidates are
-           instead the head fit and the average of its weights with the last epoch's
-           (weight-space ensembling, "WiSE-FT"): the average is kept unless the head
-           fit validates better. Batch-norm statistics are kept from the pretrained
+           With ``average`` (the default; it needs ``head="fit"`` and ``keep_best``) the
+           model ends as the average of the head fit's and the last epoch's weights
+           (weight-space ensembling, "WiSE-FT"), unless the head fit validates better
+           (a tie keeps the head fit). Batch-norm statistics are kept from the pretrained
            body (``keep_bn_stats``), so both ends normalise alike and their average is
            a working network. On the small-data benchmark the average beat the head fit
            and the last epoch on the test set at 100 images a class, where picking the
-           best epoch on validation chose epochs that were worse on test
-           (docs/training.md). ``average=False``: keep-best over the epochs, as before.
+           best epoch (or the last) on validation chose weights that were worse on test
+           (docs/benchmarks.md). ``average=False``: keep-best over the epochs, as before.
+           Automatic epochs (``epochs=None``) after a head fit are none under
+           :data:`FINE_TUNE_MIN_IMAGES` training images: the head fit is the model.
 
         Returns the epochs run, the head fit's included: a list of :class:`EpochRecord`
         that shows as the epoch table.
@@ -843,7 +853,7 @@ class Learner:
         start_run = getattr(self.logger, "start_run", None)  # loggers older than the hook: none
         if start_run is not None:
             head_epochs = 1 if head == "fit" else freeze_epochs
-            start_run(began, head_epochs + epochs + int(averages and epochs > 0))
+            start_run(began, head_epochs + epochs)  # the average is a validation, no epoch
         baseline = None
         if head == "fit":
             self.freeze()
@@ -859,23 +869,26 @@ class Learner:
         base_lr /= 2
         self.unfreeze()
         if epochs > 0:
+            self._averaging_fit = averages
             self.fit_one_cycle(
                 epochs, (base_lr / lr_mult, base_lr), pct_start=pct_start, div=div,
                 phase="unfrozen", keep_best=keep_best and not averages, baseline=baseline,
                 patience=AUTO_PATIENCE if auto_stop else None,
             )  # fmt: skip
         kept = self.history[-1]
+        tracker = self._fit_tracker
         if epochs == 0:
             pass  # the head fit alone: its weights are the model's
         elif averages:
             kept = self._average_with_head(self.history[began])
-        elif baseline is not None and baseline.best_epoch == began:
-            self._say(
-                f"fine-tuning did not improve the head fit's {baseline.monitor} "
-                f"({baseline.best:.4f}): the model keeps the head fit's weights"
-            )
-        if epochs > 0 and not averages and baseline is not None and baseline.state is not None:
-            kept = next((r for r in self.history if r.epoch == baseline.best_epoch), kept)
+        elif keep_best and tracker is not None and tracker.state is not None:
+            # keep-best restored its best epoch (the head fit's, when it was the baseline)
+            kept = next((r for r in self.history if r.epoch == tracker.best_epoch), kept)
+            if kept.phase == "head":
+                self._say(
+                    f"fine-tuning did not improve the head fit's {tracker.monitor} "
+                    f"({tracker.best:.4f}): the model keeps the head fit's weights"
+                )
         self.kept = (
             "the head fit" if kept.phase == "head"
             else f"the average of the head fit and epoch {kept.epoch - 1}"
@@ -892,18 +905,20 @@ class Learner:
 
     def _average_with_head(self, head: EpochRecord) -> EpochRecord:
         """After the unfrozen fit: validate the average of the head fit's weights and the
-        last epoch's, end with the best validated of the head fit (``head``, its record),
-        the last epoch and the average (a tie keeps the earlier), and return the record of
-        the weights kept. The head fit's weights are the fit's keep-best candidate (its
-        tracker's state, also when resumed); without validation images there is none, and
-        the last epoch stays."""
+        last epoch's, and end with the average unless the head fit (``head``, its record)
+        validates better (a tie keeps the head fit); return the record of the weights
+        kept. The last epoch alone is no candidate: on the small-data benchmark it was
+        better than the head fit on validation and worse on test in 2 of 3 runs at 100
+        images a class, and the average beat it on test in all 6 runs measured
+        (docs/benchmarks.md). The head fit's weights are the fit's keep-best candidate
+        (its tracker's state, also when resumed); without validation images there is
+        none, and the last epoch stays."""
         tracker = self._fit_tracker
         if tracker is None or tracker.state is None:
             return self.history[-1]
         model = unwrap(self.model)
-        head_state, last_record = tracker.state, self.history[-1]
-        last = {name: value.detach().clone() for name, value in model.state_dict().items()}
-        model.load_state_dict(average_weights(head_state, last))
+        head_state = tracker.state
+        model.load_state_dict(average_weights(head_state, model.state_dict()))
         started = time.perf_counter()
         epoch = len(self.history)
         self.logger.start_epoch(epoch, 0, "average")
@@ -917,23 +932,16 @@ class Learner:
         self.history.append(record)
         self.logger.end_epoch(record)
         monitor = tracker.monitor
-        kept: EpochRecord = head
-        weights: dict[str, torch.Tensor] | None = head_state
-        candidates: list[tuple[EpochRecord, dict[str, torch.Tensor] | None]]
-        candidates = [(last_record, last), (record, None)]
-        for candidate, state in candidates:
-            if improved(monitor, getattr(candidate, monitor), getattr(kept, monitor)):
-                kept, weights = candidate, state
-        if weights is not None:  # None: the average, already loaded
-            model.load_state_dict(weights)
-        scores = ", ".join(
-            f"{name} {getattr(r, monitor):.4f}"
-            for name, r in (("head fit", head), ("last epoch", last_record), ("average", record))
+        ours, theirs = getattr(record, monitor), getattr(head, monitor)
+        scores = f"validation {monitor}: average {ours:.4f}, head fit {theirs:.4f}"
+        if not improved(monitor, ours, theirs, self.options.min_delta):
+            model.load_state_dict(head_state)
+            self._say(f"the model keeps the head fit's weights ({scores})")
+            return head
+        self._say(
+            f"the model keeps the average of the head fit's and the last epoch's weights ({scores})"
         )
-        names = {id(head): "the head fit's", id(last_record): "the last epoch's"}
-        chosen = names.get(id(kept), "the average of the head fit's and the last epoch's")
-        self._say(f"the model keeps {chosen} weights (validation {monitor}: {scores})")
-        return kept
+        return record
 
     def _found_lr(self, lr_mult: float) -> float:
         """``base_lr`` from the learning-rate finder, or the default where it cannot tell."""
@@ -989,7 +997,8 @@ class Learner:
                 f"anyway); {self.options.precision} on {self.device.type}"
             )
         end = (
-            ", then the best validated of the head fit, the last epoch and their average"
+            ", then the average of the head fit's and the last epoch's weights unless the "
+            "head fit validates better"
             if averages
             else ""
         )
@@ -1105,7 +1114,8 @@ FINE_TUNE_MIN_IMAGES = 500
 """With automatic epochs after a head fit, smaller training sets are not fine-tuned: the
 head fit is the model. On the small-data benchmark (Fashion-MNIST), fine-tuning and the
 average beat the head fit on test at 1,000 training images on each of three seeds, and at
-250 did not (-1.2, +1.4 and 0 points) while taking twice the time (docs/training.md)."""
+250 did not (-1.2, +1.4 and 0 points) while taking twice the time; sizes in between were
+not measured (docs/benchmarks.md)."""
 
 AUTO_PATIENCE = 1
 """Patience of fine_tune's unfrozen fit when its epochs are automatic (see fine_tune)."""
@@ -1117,9 +1127,9 @@ def average_weights(
     """The mean of two state dicts of one model: floating-point tensors averaged, the
     others (such as batch norm's counters) taken from ``second``."""
     return {
-        name: (first[name] + value) / 2 if value.is_floating_point() else value
+        name: (first[name].to(value.device) + value) / 2 if value.is_floating_point() else value
         for name, value in second.items()
-    }
+    }  # a checkpoint's weights come back on the CPU, the model's may be on a GPU
 
 
 def auto_epochs(train_images: int, batch_size: int) -> int:

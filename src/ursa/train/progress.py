@@ -225,8 +225,13 @@ class NotebookLogger:
     def _bar_data(self, done: int, loss: float | None) -> dict[str, str]:
         label = f"epoch {self._epoch} ({self._phase})"
         elapsed = self.timer() - self._started
-        if self._steps == 0:  # the head fit: no batches to count
-            text = f"{label}: fitting the head on the frozen body's features, {clock(elapsed)}"
+        if self._steps == 0:  # the head fit or the average: no training batches to count
+            doing = (
+                "validating the average of the head fit's and the last epoch's weights"
+                if self._phase == "average"
+                else "fitting the head on the frozen body's features"
+            )
+            text = f"{label}: {doing}, {clock(elapsed)}"
             value = ""
         elif done >= self._steps:
             text = f"{label}: {done}/{self._steps}, {clock(elapsed)}, validating"
