@@ -208,10 +208,8 @@ class Learner:
         """What the last fine_tune found worth a warning (near chance, few validation images)."""
         self._head_metrics: Metrics | None = None
         self._resumed_baseline: BestTracker | None = None
-        self.kept: str | None = None
-        """Which weights the last fine_tune ended with: "the head fit", "epoch N" or "the
-        average of the head fit and epoch N" (recorded in the bundle)."""
         self._kept_record: EpochRecord | None = None
+        """The record of the weights the last fine_tune ended with (see :attr:`kept`)."""
         self._averaging_fit = False
         """Set by fine_tune for the fit it averages with the head fit (recorded in its
         settings, so that resuming with --no-average or --no-keep-best is refused)."""
@@ -235,6 +233,20 @@ class Learner:
 
     # -- what a notebook shows --------------------------------------------------------------
 
+    @property
+    def kept(self) -> str | None:
+        """Which weights the last fine_tune ended with: "the head fit", "epoch N" or "the
+        average of the head fit and epoch N" (recorded in the bundle); None before
+        fine_tune or once the weights have trained on."""
+        kept = self._kept_record
+        if kept is None:
+            return None
+        if kept.phase == "head":
+            return "the head fit"
+        if kept.phase == "average":
+            return f"the average of the head fit and epoch {kept.epoch - 1}"
+        return f"epoch {kept.epoch}"
+
     def _facts(self) -> list[tuple[str, str]]:
         """(name, value) lines of the repr: model, data, device, what was trained."""
         names = ", ".join(self.class_names[:8]) + (", …" if len(self.class_names) > 8 else "")
@@ -249,7 +261,7 @@ class Learner:
         ]  # fmt: skip
         if self.history:
             shown, which = self.history[-1], "last"
-            if self._kept_record is not None and self.kept is not None:
+            if self._kept_record is not None:
                 shown, which = self._kept_record, f"kept {self.kept}"
             epochs = sum(1 for r in self.history if r.phase != "average")  # a validation only
             phases = ", ".join(dict.fromkeys(r.phase for r in self.history))
@@ -386,7 +398,7 @@ class Learner:
         if self._averaging_fit:  # fine_tune's fit that ends in the average: resume says so
             settings["average"] = True
             self._averaging_fit = False
-        self.kept = self._kept_record = None  # the weights move on: fine_tune names them
+        self._kept_record = None  # the weights move on: fine_tune names them
         fit_index, self._fit_index = self._fit_index, self._fit_index + 1
         start_epoch = self._resume_point(fit_index, settings)
         if start_epoch is None:  # this fit finished before the checkpoint was written
@@ -699,7 +711,7 @@ class Learner:
             return self._resumed_head()
         if not self.data.train_items:
             raise DataError("no training images; add images to the class folders")
-        self.kept = self._kept_record = None
+        self._kept_record = None
         started = time.perf_counter()
         self.logger.start_epoch(len(self.history), 0, "head")
         fitted, valid_loader = self._fit_head_weights(augmented_views, weight_decay)
@@ -889,12 +901,6 @@ class Learner:
                     f"fine-tuning did not improve the head fit's {tracker.monitor} "
                     f"({tracker.best:.4f}): the model keeps the head fit's weights"
                 )
-        self.kept = (
-            "the head fit" if kept.phase == "head"
-            else f"the average of the head fit and epoch {kept.epoch - 1}"
-            if kept.phase == "average"
-            else f"epoch {kept.epoch}"
-        )  # fmt: skip
         self._kept_record = kept
         self.warnings = training_warnings(
             kept.error_rate, len(self.class_names), len(self.data.valid_items)
