@@ -846,10 +846,10 @@ class Learner:
             epochs = 0 if small else auto_epochs(images, self.data.batch_size)
         find = base_lr is None and epochs > 0
         base_lr = DEFAULT_LR if base_lr is None else base_lr
-        # Automatic epochs after a head fit (and no patience of the user's) stop at the first
-        # unfrozen epoch that does not beat the best so far: on the small-data benchmark the
-        # first unfrozen epoch was worse than the head fit wherever recorded and a later one
-        # beat it in 1 run of 10 (docs/training.md), so the rest were mostly wasted time.
+        # Without the average, automatic epochs after a head fit (and no patience of the
+        # user's) stop at the first unfrozen epoch that does not beat the best so far: the
+        # first unfrozen epoch was worse than the head fit wherever recorded on the small-data
+        # benchmark and a later one beat it in 1 run of 10 (docs/benchmarks.md).
         averages = average and head == "fit" and keep_best
         # Averaging wants the schedule's end: an early stop at the rate's peak left weights
         # whose average with the head was worse on test than the head alone (docs/training.md).
