@@ -24,8 +24,9 @@ every k and seed: 50 images a class, 500 in all), read by all three methods:
 
 Each run is a fresh process; its wall time covers building the data and the model,
 training and the final validation. The error is measured on a third set, ``test/`` (50
-images a class, 500 in all), that no method sees before: ursa picks its best epoch on
-``valid/`` (keep-best, the head fit included), so its validation error would flatter it.
+images a class, 500 in all), that no method sees before: ursa chooses its weights on
+``valid/`` (the head fit or the average with the last epoch), so its validation error
+would flatter it.
 Results are appended to ``WORKDIR/results.jsonl`` as they finish (a rerun skips those
 already there) and summarised as a Markdown table:
 error rate mean ± standard deviation over the seeds, and mean seconds.
