@@ -13,6 +13,8 @@ from tests.conftest import TINY_ARCH, make_class_folder
 from ursa.core.errors import ConfigError
 from ursa.data.core import ImageData
 from ursa.train import FitOptions, Learner, SilentLogger
+from ursa.train import learner as learner_module
+from ursa.train.learner import auto_precision
 from ursa.train.loop import _autocast_dtype, cpu_has_bf16
 
 
@@ -104,8 +106,33 @@ def test_fp16_on_a_cpu_runs_in_fp32_and_auto_takes_bf16_where_the_cpu_has_it(
     records = learner.fit_one_cycle(1, 1e-2)
     assert learner.options.precision == "fp16" and math.isfinite(records[0].train_loss)
     assert _autocast_dtype(torch.device("cpu"), learner.options) is None  # fp16: CUDA only
-    auto = _learner(folder, device="cpu").options
-    assert auto.precision == ("bf16" if cpu_has_bf16() else "fp32")
+    auto = _learner(folder, device="cpu").options  # 8 images of 32 px a batch: fp32 steps
+    assert auto.precision == "fp32"
+    assert auto.eval_precision == ("bf16" if cpu_has_bf16() else None)
+
+
+def test_auto_precision_trains_in_bf16_only_from_large_batches_on_a_bf16_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(learner_module, "cpu_has_bf16", lambda: True)
+    assert auto_precision(cpu, 32, 96) == ("fp32", "bf16")  # the demo's batches
+    assert auto_precision(cpu, 64, 96) == ("bf16", None)  # 2**19 pixels and more
+    assert auto_precision(cpu, 32, 128) == ("bf16", None)
+    assert auto_precision(cpu, 3, 224) == ("fp32", "bf16")
+    monkeypatch.setattr(learner_module, "cpu_has_bf16", lambda: False)
+    assert auto_precision(cpu, 64, 224) == ("fp32", None)
+
+
+def test_passes_without_gradients_take_the_eval_precision() -> None:
+    cpu = torch.device("cpu")
+    split = FitOptions(precision="fp32", eval_precision="bf16")
+    assert _autocast_dtype(cpu, split) is None
+    assert _autocast_dtype(cpu, split, training=False) == torch.bfloat16
+    same = FitOptions(precision="bf16")
+    assert _autocast_dtype(cpu, same, training=False) == torch.bfloat16
+    with pytest.raises(ConfigError, match="eval_precision='fp8'"):
+        FitOptions(eval_precision="fp8")  # type: ignore[arg-type]
 
 
 def test_bf16_on_a_cpu_trains_under_autocast(folder: Path) -> None:

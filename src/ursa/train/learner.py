@@ -70,14 +70,32 @@ class TrainingInterrupted(UrsaError):
     """Training stopped by Ctrl-C; the message says how to resume."""
 
 
-def _auto_precision(device: torch.device) -> Precision:
-    """bf16 on a CUDA GPU that has it, fp16 on older GPUs; on the CPU bf16 where it has
-    bf16 instructions (AVX-512 BF16, AMX), else fp32."""
+BF16_MIN_BATCH_PIXELS = 2**19
+"""On a CPU with bf16 instructions, ``precision="auto"`` trains in bf16 from this many
+input pixels a batch (batch size x side², e.g. 32 images at 128 px or 64 at 96 px) and in
+fp32 below; passes without gradients run in bf16 at any size. Measured with
+``benchmarks/precision.py`` (EfficientNet-Lite0, 2 cores with AVX-512 BF16): a training
+step of 32 images took 1.36-1.66x as long in bf16 at 96 px and 0.69-0.78x at 192-224 px,
+64 images at 96 px 0.85x; inference was 0.40-0.76x at every size (docs/training.md)."""
+
+
+def auto_precision(
+    device: torch.device, batch_size: int, side: int
+) -> tuple[Precision, Precision | None]:
+    """What ``precision="auto"`` means for a run in batches of ``batch_size`` at ``side``
+    px: (training precision, precision of the passes without gradients, None: the same).
+    bf16 on a CUDA GPU that has it, fp16 on older GPUs; on a CPU with bf16 instructions
+    (AVX-512 BF16, AMX) bf16 for inference, and for training from
+    :data:`BF16_MIN_BATCH_PIXELS` a batch; else fp32."""
     if device.type == "cpu":
-        return "bf16" if cpu_has_bf16() else "fp32"
+        if not cpu_has_bf16():
+            return "fp32", None
+        if batch_size * side * side >= BF16_MIN_BATCH_PIXELS:
+            return "bf16", None
+        return "fp32", "bf16"
     if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32", None
+    return ("bf16" if torch.cuda.is_bf16_supported() else "fp16"), None
 
 
 class Learner:
@@ -155,10 +173,16 @@ class Learner:
         self.logger: TrainingLogger = (
             (logger or default_logger()) if self.is_main else SilentLogger()
         )
+        precision, eval_precision = (
+            auto_precision(self.device, data.batch_size, data.config.size)
+            if fit.precision == "auto"
+            else (fit.precision, None)
+        )
         self.options = FitOptions(
             accumulate=config.optimizer.accumulate,
             clip_norm=config.optimizer.clip_norm,
-            precision=_auto_precision(self.device) if fit.precision == "auto" else fit.precision,
+            precision=precision,
+            eval_precision=eval_precision,
             channels_last=channels_last,
             monitor=fit.monitor,
             patience=fit.patience,
@@ -257,7 +281,7 @@ class Learner:
             ("classes", f"{len(self.class_names)}: {names}"),
             ("data", f"{len(data.train_items)} training and {len(data.valid_items)} validation "
                      f"images, {data.config.size} px, batch {data.batch_size}"),
-            ("device", f"{self.device}, {self.options.precision}"),
+            ("device", f"{self.device}, {self._precision_words()}"),
         ]  # fmt: skip
         if self.history:
             shown, which = self.history[-1], "last"
@@ -741,7 +765,9 @@ class Learner:
         model = unwrap(self.model)
         features = extract_features(
             model, passes, device=self.device, channels_last=self.options.channels_last,
-            autocast=functools.partial(autocast_context, self.device, self.options),
+            autocast=functools.partial(
+                autocast_context, self.device, self.options, training=False
+            ),
             accelerator=self.accelerator,
         )  # fmt: skip
         fitted = fit_linear_head(
@@ -775,7 +801,9 @@ class Learner:
         return evaluate(
             self.model, valid_loader, loss_fn=self.loss_fn, device=self.device,
             accelerator=self.accelerator, channels_last=self.options.channels_last,
-            autocast=functools.partial(autocast_context, self.device, self.options),
+            autocast=functools.partial(
+                autocast_context, self.device, self.options, training=False
+            ),
             on_batch=getattr(self.logger, "valid_step", None),
         )  # fmt: skip
 
@@ -825,7 +853,10 @@ class Learner:
            a working network. On the small-data benchmark the average beat the head fit
            and the last epoch on the test set at 100 images a class, where picking the
            best epoch (or the last) on validation chose weights that were worse on test
-           (docs/benchmarks.md). ``average=False``: keep-best over the epochs, as before.
+           (docs/benchmarks.md). From :data:`LAST_EPOCH_MIN_IMAGES` training images the
+           last epoch competes too, and the best validated of the three is kept: on all
+           60,000 Fashion-MNIST images the average validated worse than the last epoch.
+           ``average=False``: keep-best over the epochs, as before.
            Automatic epochs (``epochs=None``) after a head fit are none under
            :data:`FINE_TUNE_MIN_IMAGES` training images: the head fit is the model.
 
@@ -913,17 +944,22 @@ class Learner:
         """After the unfrozen fit: validate the average of the head fit's weights and the
         last epoch's, and end with the average unless the head fit (``head``, its record)
         validates better (a tie keeps the head fit); return the record of the weights
-        kept. The last epoch alone is no candidate: on the small-data benchmark it was
-        better than the head fit on validation and worse on test in 2 of 3 runs at 100
-        images a class, and the average beat it on test in all 6 runs measured
-        (docs/benchmarks.md). The head fit's weights are the fit's keep-best candidate
-        (its tracker's state, also when resumed); without validation images there is
-        none, and the last epoch stays."""
+        kept. Under :data:`LAST_EPOCH_MIN_IMAGES` training images the last epoch alone is
+        no candidate: on the small-data benchmark it was better than the head fit on
+        validation and worse on test in 2 of 3 runs at 100 images a class, and the
+        average beat it on test in all 6 runs measured (docs/benchmarks.md); from that
+        many it competes too (ties keep the head fit, then the average). The head fit's
+        weights are the fit's keep-best candidate (its tracker's state, also when
+        resumed); without validation images there is none, and the last epoch stays."""
         tracker = self._fit_tracker
         if tracker is None or tracker.state is None:
             return self.history[-1]
         model = unwrap(self.model)
         head_state = tracker.state
+        last = self.history[-1]
+        last_state = None
+        if len(self.data.train_items) >= LAST_EPOCH_MIN_IMAGES:
+            last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(average_weights(head_state, model.state_dict()))
         started = time.perf_counter()
         epoch = len(self.history)
@@ -937,17 +973,28 @@ class Learner:
         self.train_seconds += record.seconds
         self.history.append(record)
         self.logger.end_epoch(record)
-        monitor = tracker.monitor
+        monitor, delta = tracker.monitor, self.options.min_delta
         ours, theirs = getattr(record, monitor), getattr(head, monitor)
         scores = f"validation {monitor}: average {ours:.4f}, head fit {theirs:.4f}"
-        if not improved(monitor, ours, theirs, self.options.min_delta):
+        best, best_score = head, theirs
+        if improved(monitor, ours, best_score, delta):
+            best, best_score = record, ours
+        if last_state is not None:
+            scores += f", last epoch {getattr(last, monitor):.4f}"
+            if improved(monitor, getattr(last, monitor), best_score, delta):
+                best = last
+        if best is head:
             model.load_state_dict(head_state)
             self._say(f"the model keeps the head fit's weights ({scores})")
-            return head
-        self._say(
-            f"the model keeps the average of the head fit's and the last epoch's weights ({scores})"
-        )
-        return record
+        elif best is last and last_state is not None:  # set where the last epoch competes
+            model.load_state_dict(last_state)
+            self._say(f"the model keeps the last epoch's weights ({scores})")
+        else:
+            self._say(
+                "the model keeps the average of the head fit's and the last epoch's weights "
+                f"({scores})"
+            )
+        return best
 
     def _found_lr(self, lr_mult: float) -> float:
         """``base_lr`` from the learning-rate finder, or the default where it cannot tell."""
@@ -1000,20 +1047,34 @@ class Learner:
                 f"{images} training images, batch {batch}{auto_batch}: {first} alone (under "
                 f"{FINE_TUNE_MIN_IMAGES} training images fine-tuning the body did not beat it "
                 f"on the small-data benchmark; give the epochs, e.g. --epochs 3, to fine-tune "
-                f"anyway); {self.options.precision} on {self.device.type}"
+                f"anyway); {self._precision_words(training=False)} on {self.device.type}"
             )
-        end = (
-            ", then the average of the head fit's and the last epoch's weights unless the "
-            "head fit validates better"
-            if averages
-            else ""
-        )
+        end = ""
+        if averages and images >= LAST_EPOCH_MIN_IMAGES:
+            end = (
+                ", then the best validated of the head fit, the last epoch and the average "
+                "of their weights"
+            )
+        elif averages:
+            end = (
+                ", then the average of the head fit's and the last epoch's weights unless "
+                "the head fit validates better"
+            )
         return (
             f"{images} training images, batch {batch}{auto_batch}: {first}, then "
             f"{epochs} unfrozen epoch(s){auto_epochs_note}{stop} of {steps} steps at rates "
             + ("from lr-find" if find else f"{lr / lr_mult:.1e} to {lr:.1e}")
-            + f"{end}; {self.options.precision} on {self.device.type}"
+            + f"{end}; {self._precision_words()} on {self.device.type}"
         )
+
+    def _precision_words(self, *, training: bool = True) -> str:
+        """The run's precision as the output says it: ``bf16``, or ``fp32 training steps,
+        bf16 inference`` where the two differ (``training=False``: inference's alone)."""
+        train = self.options.precision
+        inference = self.options.eval_precision or train
+        if not training or train == inference:
+            return inference
+        return f"{train} training steps, {inference} inference"
 
     # -- using the model -----------------------------------------------------------------
 
@@ -1122,6 +1183,14 @@ head fit is the model. On the small-data benchmark (Fashion-MNIST), fine-tuning 
 average beat the head fit on test at 1,000 training images on each of three seeds, and at
 250 did not (-1.2, +1.4 and 0 points) while taking twice the time; sizes in between were
 not measured (docs/benchmarks.md)."""
+
+LAST_EPOCH_MIN_IMAGES = 10_000
+"""From this many training images, ``fine_tune``'s last unfrozen epoch competes with the
+average and the head fit, and the best validated of the three is kept; below, it is no
+candidate. On Fashion-MNIST at 1,000 training images its lead on 500 validation images
+did not hold on test in 2 of 3 runs; on all 60,000 the average validated 1.3 points worse
+than the last epoch (docs/benchmarks.md). Sizes in between were not measured: 10,000 is
+a choice between the two."""
 
 AUTO_PATIENCE = 1
 """Patience of fine_tune's unfrozen fit when its epochs are automatic (see fine_tune)."""

@@ -42,6 +42,11 @@ class FitOptions:
     precision: Precision = "fp32"
     """fp32, or bf16 / fp16 autocast (bf16 on CUDA or the CPU, fp16 on CUDA only; fp16 uses a
     loss scaler)."""
+    eval_precision: Precision | None = None
+    """The precision of the passes without gradients (validation, the head fit's features);
+    None: ``precision``. The Learner's ``precision="auto"`` sets it apart where bf16
+    inference pays and bf16 training steps do not: small batches on a CPU (see
+    ``ursa.train.learner.auto_precision``)."""
     channels_last: bool = False
     """Feed NHWC batches (the model must be converted too; measured 25 % faster training
     steps for EfficientNet-Lite0 on a CPU)."""
@@ -72,6 +77,8 @@ class FitOptions:
             problems.append(f"clip_norm={self.clip_norm}: use a positive norm such as 1.0")
         if self.precision not in ("fp32", "bf16", "fp16"):
             problems.append(f"precision={self.precision!r}: use fp32, bf16 or fp16")
+        if self.eval_precision not in (None, "fp32", "bf16", "fp16"):
+            problems.append(f"eval_precision={self.eval_precision!r}: use fp32, bf16, fp16 or None")
         if self.monitor not in METRIC_NAMES:
             problems.append(f"monitor={self.monitor!r}: use one of {', '.join(METRIC_NAMES)}")
         if self.patience is not None and self.patience < 1:
@@ -193,7 +200,7 @@ def fit(
         valid = evaluate(
             model, valid_batches, loss_fn=loss_fn, device=device, accelerator=accelerator,
             channels_last=options.channels_last,
-            autocast=lambda: autocast_context(device, options),
+            autocast=lambda: autocast_context(device, options, training=False),
             on_batch=getattr(logger, "valid_step", None),  # loggers older than the hook: none
         )  # fmt: skip
         record = EpochRecord(
@@ -298,12 +305,19 @@ def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) 
     return images.to(device, non_blocking=True, memory_format=memory_format)
 
 
-def _autocast_dtype(device: torch.device, options: FitOptions) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. bf16 runs on CUDA and on the CPU (fast where
-    the CPU has bf16 instructions: see :func:`cpu_has_bf16`); fp16 is for CUDA only."""
-    if options.precision == "fp32":
+def _autocast_dtype(
+    device: torch.device, options: FitOptions, *, training: bool = True
+) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32, of a training pass (``training``) or of a pass
+    without gradients (``options.eval_precision`` where set). bf16 runs on CUDA and on the
+    CPU (fast where the CPU has bf16 instructions: see :func:`cpu_has_bf16`); fp16 is for
+    CUDA only."""
+    precision = options.precision
+    if not training and options.eval_precision is not None:
+        precision = options.eval_precision
+    if precision == "fp32":
         return None
-    if options.precision == "bf16" and device.type in ("cuda", "cpu"):
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
         return torch.bfloat16
     return torch.float16 if device.type == "cuda" else None
 
@@ -318,10 +332,11 @@ def cpu_has_bf16() -> bool:
 
 
 def autocast_context(
-    device: torch.device, options: FitOptions
+    device: torch.device, options: FitOptions, *, training: bool = True
 ) -> contextlib.AbstractContextManager[Any]:
-    """The mixed-precision context the loop runs the model in (nothing for fp32)."""
-    dtype = _autocast_dtype(device, options)
+    """The mixed-precision context the model runs in (nothing for fp32): of the training
+    steps, or (``training=False``) of the passes without gradients."""
+    dtype = _autocast_dtype(device, options, training=training)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
