@@ -5,13 +5,16 @@
 
 For each input side, in one process, fp32 and then bf16 (so that a change of load hits
 neighbouring rows alike): EfficientNet-Lite0 (the offline pretrained weights, a 10-class
-head, channels-last as ursa trains) runs ``--steps`` timed training steps (forward, cross
-entropy, backward, SGD step) and as many inference passes (``torch.inference_mode``) on a
-random batch, after two warm-up steps each. Reported: the median seconds per step and the
-bf16/fp32 ratio (below 1: bf16 is faster). One thread count: torch's default (every core).
+head, channels-last and in the training mode ursa fine-tunes in: batch norm keeps its
+pretrained statistics, ``set_train_mode(keep_bn_stats=True)``) runs ``--steps`` timed
+training steps (forward, cross entropy, backward, SGD step) and as many inference passes
+(``torch.inference_mode``) on a random batch, after two warm-up steps each. Reported: the
+median seconds per step and the bf16/fp32 ratio (below 1: bf16 is faster). One thread
+count: torch's default (every core).
 
 This is the measurement behind ``precision="auto"`` on the CPU (``ursa.train.learner``):
-bf16 only from the input side where it stops being slower.
+bf16 training steps only from the pixels a batch (batch size x side²) where they stop
+being slower.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from ursa.train.loop import cpu_has_bf16, set_train_mode
 
 
 def _median_seconds(step: Callable[[], None], steps: int) -> float:
@@ -57,7 +62,7 @@ def measure(
     loss_fn = nn.CrossEntropyLoss()
 
     def train_step() -> None:
-        model.train()
+        set_train_mode(model, frozen=False, keep_bn_stats=True)
         optimizer.zero_grad(set_to_none=True)
         with _context(dtype):
             loss = loss_fn(model(images).float(), targets)
@@ -81,7 +86,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from ursa.models.backbones import create_model
-    from ursa.train.loop import cpu_has_bf16
 
     model = create_model("efficientnet_lite0", 10).to(memory_format=torch.channels_last)
     print(

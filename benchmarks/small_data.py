@@ -286,8 +286,9 @@ def run_scale(workdir: Path, size: int) -> None:
     """The whole Fashion-MNIST training split (60,000 images) with every default, validated
     on 1,000 held-out images (100 a class) and tested on the other 9,000 of the test split:
     images/s, seconds per epoch, peak memory, validation and test error. Also the test error
-    of the candidates ``fine_tune`` chose among (the head fit, and the last epoch and the
-    average where the kept weights leave them reachable), which it never sees."""
+    of the other candidates ``fine_tune`` chose among, which it never sees: the head fit,
+    and the average when the last epoch was kept (from the average's weights the last
+    epoch's cannot be rebuilt)."""
     from PIL import Image
 
     root = workdir / "fashion-60k"
@@ -331,15 +332,17 @@ def run_scale(workdir: Path, size: int) -> None:
         print(f"test error ({len(files)} images, fp32), {name}: "
               f"{100 * test_error(predicted, truth):.2f} %", flush=True)  # fmt: skip
 
-    tested(f"kept ({learner.kept})")
-    # The head fit's weights stay in the fit's keep-best tracker (a benchmark may look):
-    # from the last epoch's weights the other candidates can be rebuilt; from the
-    # average's, the last epoch's cannot.
+    kept = learner.kept or "the last epoch (no validation images)"
+    tested(f"kept: {kept}")
+    # The head fit's weights stay in the fit's keep-best tracker (a benchmark may look);
+    # from the last epoch's weights the average can be rebuilt, from the average's the
+    # last epoch's cannot.
     head = learner._fit_tracker.state if learner._fit_tracker is not None else None
-    if head is not None and learner.kept.startswith("epoch"):
+    if head is not None and kept.startswith("epoch"):
         last = {k: v.detach().clone() for k, v in learner.model.state_dict().items()}
         learner.model.load_state_dict(average_weights(head, last))
         tested("the average of the head fit and the last epoch")
+    if head is not None and kept != "the head fit":
         learner.model.load_state_dict(head)
         tested("the head fit")
 

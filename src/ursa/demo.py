@@ -82,7 +82,7 @@ def run_demo(
     learner = Learner(data, arch=arch, logger=logger)  # type: ignore[arg-type]
     # Eight epochs at that rate take the body far from the head fit, and the average of
     # the two ends, fine_tune's default for a short fine-tune, validated worse than the
-    # last epoch (2.5 % against 0.85 %, docs/getting-started.md): keep the best epoch.
+    # last epoch (2.54 % against 0.85 %, docs/getting-started.md): keep the best epoch.
     learner.fine_tune(epochs, base_lr=1e-2, average=False)
     bundle = learner.export(folder / "digits.ursa")
     model = load(bundle)

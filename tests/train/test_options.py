@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,24 @@ def test_auto_precision_trains_in_bf16_only_from_large_batches_on_a_bf16_cpu(
     assert auto_precision(cpu, 3, 224) == ("fp32", "bf16")
     monkeypatch.setattr(learner_module, "cpu_has_bf16", lambda: False)
     assert auto_precision(cpu, 64, 224) == ("fp32", None)
+
+
+def test_training_steps_and_passes_without_gradients_each_run_in_their_precision(
+    folder: Path,
+) -> None:
+    learner = _learner(folder, precision="fp32", device="cpu")
+    learner.options = replace(learner.options, eval_precision="bf16")
+    seen: set[tuple[bool, bool]] = set()  # (gradients on, bf16 autocast on) per forward
+
+    def record(module: object, inputs: object, output: object) -> None:
+        autocast = torch.is_autocast_enabled("cpu")
+        bf16 = autocast and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        seen.add((torch.is_grad_enabled(), bf16))
+
+    learner.model.register_forward_hook(record)
+    learner.fine_tune(1, base_lr=1e-2)  # the head fit's features, a training epoch, validation
+    assert seen == {(True, False), (False, True)}
+    assert "fp32 training steps, bf16 inference" in repr(learner)
 
 
 def test_passes_without_gradients_take_the_eval_precision() -> None:

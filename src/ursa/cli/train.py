@@ -82,8 +82,9 @@ def train(
         typer.Option(
             "--average/--no-average",
             help="With --keep-best after the head fit: end with the average of the head "
-            "fit's and the last epoch's weights unless the head fit validates better; "
-            "--no-average: the best validated of the head fit and every epoch.",
+            "fit's and the last epoch's weights unless the head fit validates better "
+            "(from 10,000 training images the last epoch competes too); --no-average: the "
+            "best validated of the head fit and every epoch.",
         ),
     ] = True,
     history_plot: Annotated[

@@ -105,8 +105,8 @@ class FitSettings:
     precision: Precision = field(
         default="auto",
         metadata=_help(
-            "auto (bf16/fp16 on CUDA; bf16 on CPUs with bf16 instructions, else fp32), fp32, "
-            "bf16, fp16."
+            "auto (bf16/fp16 on CUDA; on CPUs with bf16 instructions bf16 inference, and bf16 "
+            "training steps from 2^19 pixels a batch; else fp32), fp32, bf16, fp16."
         ),
     )
     monitor: Monitor = field(

@@ -128,11 +128,13 @@ class Learner:
         (model); ``label_smoothing``, ``balance`` (``"weights"``: the loss weighed by
         inverse class frequency; ``"sampler"``: each class equally likely to be drawn);
         ``weight_decay``, ``accumulate``, ``clip_norm`` (optimiser); ``precision``
-        (``"auto"``: bf16 or fp16 on CUDA; on the CPU bf16 where it has bf16
-        instructions, else fp32), ``monitor``, ``patience``, ``min_delta``, ``keep_best``,
-        ``keep_bn_stats`` (see :class:`~ursa.train.loop.FitOptions`); ``seed`` (default:
-        the data's). ``class_weights=True`` / ``balanced_sampler=True`` are the older
-        spellings of ``balance``.
+        (``"auto"``: bf16 or fp16 on CUDA; on a CPU with bf16 instructions bf16
+        inference, and bf16 training steps from :data:`BF16_MIN_BATCH_PIXELS` a batch;
+        else fp32: see :func:`auto_precision`), ``monitor``, ``patience``,
+        ``min_delta``, ``keep_best``, ``keep_bn_stats`` (see
+        :class:`~ursa.train.loop.FitOptions`); ``seed`` (default: the data's).
+        ``class_weights=True`` / ``balanced_sampler=True`` are the older spellings of
+        ``balance``.
 
         Not part of the config (they change how a run goes, not what it computes):
         ``device``, ``logger``, ``checkpoint_dir`` (write ``last.ckpt`` there after every
@@ -1093,8 +1095,8 @@ class Learner:
 
     def _logits(self, batches: Any, *, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Validation logits in fp32, as the exported model computes them (the epoch
-        table's validation runs in the training precision, for speed; under bf16 the two
-        differ in the last digits)."""
+        table's validation runs in the precision of the passes without gradients, for
+        speed; under bf16 the two can differ)."""
         model: nn.Module = self.model
         if tta:
             model = _TTAModel(self.model, flip=self.data.config.augment == "default")

@@ -239,7 +239,8 @@ def predict_logits(
     on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (N, C), labels (N,)) over ``batches``, on the CPU, model in eval mode,
-    run inside ``autocast()`` (the training precision; logits come back as float32).
+    run inside ``autocast()`` (the caller's precision, such as that of the passes
+    without gradients; logits come back as float32).
     ``on_batch(step, steps)`` after each batch (``steps``: 0 when ``batches`` has no length).
 
     Under Accelerate each process runs its share and the results are gathered;
