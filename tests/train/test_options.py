@@ -118,8 +118,9 @@ def test_auto_precision_trains_in_bf16_only_from_large_batches_on_a_bf16_cpu(
     cpu = torch.device("cpu")
     monkeypatch.setattr(learner_module, "cpu_has_bf16", lambda: True)
     assert auto_precision(cpu, 32, 96) == ("fp32", "bf16")  # the demo's batches
-    assert auto_precision(cpu, 64, 96) == ("bf16", None)  # 2**19 pixels and more
-    assert auto_precision(cpu, 32, 128) == ("bf16", None)
+    assert auto_precision(cpu, 64, 96) == ("bf16", None)  # 589,824 pixels and more
+    assert auto_precision(cpu, 32, 128) == ("fp32", "bf16")  # 524,288: slower in bf16
+    assert auto_precision(cpu, 32, 192) == ("bf16", None)
     assert auto_precision(cpu, 3, 224) == ("fp32", "bf16")
     monkeypatch.setattr(learner_module, "cpu_has_bf16", lambda: False)
     assert auto_precision(cpu, 64, 224) == ("fp32", None)

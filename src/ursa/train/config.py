@@ -106,7 +106,7 @@ class FitSettings:
         default="auto",
         metadata=_help(
             "auto (bf16/fp16 on CUDA; on CPUs with bf16 instructions bf16 inference, and bf16 "
-            "training steps from 2^19 pixels a batch; else fp32), fp32, bf16, fp16."
+            "training steps from 64 images of 96 px a batch; else fp32), fp32, bf16, fp16."
         ),
     )
     monitor: Monitor = field(

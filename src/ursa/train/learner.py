@@ -70,13 +70,14 @@ class TrainingInterrupted(UrsaError):
     """Training stopped by Ctrl-C; the message says how to resume."""
 
 
-BF16_MIN_BATCH_PIXELS = 2**19
+BF16_MIN_BATCH_PIXELS = 64 * 96 * 96
 """On a CPU with bf16 instructions, ``precision="auto"`` trains in bf16 from this many
-input pixels a batch (batch size x side², e.g. 32 images at 128 px or 64 at 96 px) and in
-fp32 below; passes without gradients run in bf16 at any size. Measured with
-``benchmarks/precision.py`` (EfficientNet-Lite0, 2 cores with AVX-512 BF16): a training
-step of 32 images took 1.36-1.66x as long in bf16 at 96 px and 0.69-0.78x at 192-224 px,
-64 images at 96 px 0.85x; inference was 0.40-0.76x at every size (docs/training.md)."""
+input pixels a batch (batch size x side²: 64 images at 96 px, 589,824) and in fp32 below;
+passes without gradients run in bf16 at any size. Measured with ``benchmarks/precision.py``
+(EfficientNet-Lite0, 2 cores with AVX-512 BF16, batch norm as ursa fine-tunes): 64 images
+at 96 px is the smallest batch measured where a bf16 training step was faster (0.94x);
+32 at 128 px (524,288 pixels) took 1.17x as long, 32 at 96 px 1.20x, 32 at 192-224 px
+0.78-0.85x; inference was 0.39-0.65x at every size (docs/benchmarks.md)."""
 
 
 def auto_precision(
