@@ -20,7 +20,6 @@ being slower.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -32,7 +31,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ursa.train.loop import cpu_has_bf16, set_train_mode
+from ursa.train.config import Precision
+from ursa.train.loop import FitOptions, autocast_context, cpu_has_bf16, set_train_mode
 
 
 def _median_seconds(step: Callable[[], None], steps: int) -> float:
@@ -46,16 +46,13 @@ def _median_seconds(step: Callable[[], None], steps: int) -> float:
     return statistics.median(times)
 
 
-def _context(dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=dtype)
-
-
 def measure(
-    model: nn.Module, size: int, batch: int, steps: int, dtype: torch.dtype | None
+    model: nn.Module, size: int, batch: int, steps: int, precision: Precision
 ) -> dict[str, float]:
-    """Median seconds of one training step and one inference pass at ``size`` px."""
+    """Median seconds of one training step and one inference pass at ``size`` px, under
+    the autocast ursa uses for ``precision`` (fp32 or bf16)."""
+    options = FitOptions(precision=precision)
+    cpu = torch.device("cpu")
     images = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
     targets = torch.randint(0, 10, (batch,))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
@@ -64,14 +61,14 @@ def measure(
     def train_step() -> None:
         set_train_mode(model, frozen=False, keep_bn_stats=True)
         optimizer.zero_grad(set_to_none=True)
-        with _context(dtype):
+        with autocast_context(cpu, options):
             loss = loss_fn(model(images).float(), targets)
         loss.backward()
         optimizer.step()
 
     def infer() -> None:
         model.eval()
-        with torch.inference_mode(), _context(dtype):
+        with torch.inference_mode(), autocast_context(cpu, options, training=False):
             model(images)
 
     return {"train_s": _median_seconds(train_step, steps), "infer_s": _median_seconds(infer, steps)}
@@ -96,8 +93,8 @@ def main() -> None:
     print("| side | fp32 train s | bf16 train s | ratio | fp32 infer s | bf16 infer s | ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for size in args.sizes:
-        fp32 = measure(model, size, args.batch, args.steps, None)
-        bf16 = measure(model, size, args.batch, args.steps, torch.bfloat16)
+        fp32 = measure(model, size, args.batch, args.steps, "fp32")
+        bf16 = measure(model, size, args.batch, args.steps, "bf16")
         row = {
             "size": size,
             "batch": args.batch,

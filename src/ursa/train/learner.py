@@ -1073,8 +1073,7 @@ class Learner:
     def _precision_words(self, *, training: bool = True) -> str:
         """The run's precision as the output says it: ``bf16``, or ``fp32 training steps,
         bf16 inference`` where the two differ (``training=False``: inference's alone)."""
-        train = self.options.precision
-        inference = self.options.eval_precision or train
+        train, inference = self.options.precision, self.options.inference_precision
         if not training or train == inference:
             return inference
         return f"{train} training steps, {inference} inference"

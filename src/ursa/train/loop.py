@@ -69,6 +69,11 @@ class FitOptions:
     small batches estimate them badly: measured on Fashion-MNIST, 100 images a class, two
     epochs after the head fit ended at 12.6 % error with them kept, 29.0 % re-estimated."""
 
+    @property
+    def inference_precision(self) -> Precision:
+        """The precision the passes without gradients run in."""
+        return self.eval_precision or self.precision
+
     def __post_init__(self) -> None:
         problems = []
         if self.accumulate < 1:
@@ -313,9 +318,7 @@ def _autocast_dtype(
     without gradients (``options.eval_precision`` where set). bf16 runs on CUDA and on the
     CPU (fast where the CPU has bf16 instructions: see :func:`cpu_has_bf16`); fp16 is for
     CUDA only."""
-    precision = options.precision
-    if not training and options.eval_precision is not None:
-        precision = options.eval_precision
+    precision = options.precision if training else options.inference_precision
     if precision == "fp32":
         return None
     if precision == "bf16" and device.type in ("cuda", "cpu"):
