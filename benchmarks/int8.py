@@ -80,6 +80,7 @@ def measure(name: str, bundle_path: Path, data: Path) -> list[dict[str, Any]]:
     from ursa.core.bundle import read_bundle
     from ursa.export.deploy import calibration_sample, calibration_split, export_for_serving
     from ursa.export.gate import judge, pick
+    from ursa.export.qat import QatSource
     from ursa.export.quantize import METHODS, Quantizer, load_inputs, model_time_ms, session_for
 
     export_for_serving(bundle_path, onnx=True)  # model.onnx, parity-checked
@@ -92,7 +93,7 @@ def measure(name: str, bundle_path: Path, data: Path) -> list[dict[str, Any]]:
     fp32_top1 = session_for(fp32).run(None, {"input": valid})[0].argmax(axis=1)
     rows: list[dict[str, Any]] = []
     gates = []
-    with Quantizer(fp32, calibration) as quantizer:
+    with Quantizer(fp32, calibration, qat=QatSource(bundle, train_files)) as quantizer:
         for method in METHODS:
             started = time.perf_counter()
             candidate = quantizer.build(method)

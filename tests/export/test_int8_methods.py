@@ -24,7 +24,16 @@ from ursa.core.errors import ConfigError
 from ursa.core.runtime import Predictor
 from ursa.export.deploy import calibration_split, export_for_serving
 from ursa.export.onnx import ExportError
-from ursa.export.quantize import METHODS, Quantizer, load_inputs, logits, session_for
+from ursa.export.qat import QatSettings, QatSource, fine_tune_for_int8, instrument
+from ursa.export.quantize import (
+    METHODS,
+    Quantizer,
+    load_inputs,
+    logits,
+    relative_error,
+    session_for,
+    shape_nodes,
+)
 
 #: The outlier bundle's float nodes: the constant channel's path to the classifier.
 OUTLIER_PATH = {"/conv_head/Conv", "/bn2/act/Mul", "/global_pool/pool/GlobalAveragePool"}
@@ -68,9 +77,10 @@ def test_each_method_gives_a_qdq_model_that_agrees_with_fp32(
     bundle = read_bundle(tiny_served[0])
     fp32 = bundle.read(ONNX_NAME)
     calibration, valid, _ = _inputs(tiny_served[0], tiny_served[1])
-    with Quantizer(fp32, calibration) as quantizer:
+    source = QatSource(bundle, calibration_split(bundle, tiny_served[1])[0])
+    with Quantizer(fp32, calibration, qat=source) as quantizer:
         candidate = quantizer.build(method)  # type: ignore[arg-type]
-    assert candidate.method == method and _is_qdq(candidate.model)
+    assert candidate.method == method and _is_qdq(candidate.model) and candidate.seconds > 0
     reference = logits(session_for(fp32), valid)
     quantized = logits(session_for(candidate.model), valid)  # (24, 3), ONNX Runtime ran it
     assert quantized.shape == reference.shape
@@ -91,7 +101,7 @@ def test_the_sensitivity_pass_keeps_the_outlier_path_in_float(
         sensitivity = quantizer.build("sensitivity")
     static_agree = (logits(session_for(static.model), valid).argmax(axis=1) == reference).mean()
     assert static_agree < 0.6  # the outlier crushes every other feature at int8
-    assert set(sensitivity.float_nodes) >= OUTLIER_PATH and len(sensitivity.float_nodes) <= 6
+    assert set(sensitivity.float_nodes) >= OUTLIER_PATH and len(sensitivity.float_nodes) <= 12
     assert _is_qdq(sensitivity.model)  # everything else still int8
     kept = logits(session_for(sensitivity.model), valid).argmax(axis=1)
     assert (kept == reference).all()
@@ -108,12 +118,13 @@ def test_export_ships_the_first_method_the_gate_accepts(
     output = " ".join(result.output.split())
     assert "model.int8.onnx (sensitivity, " in output and "nodes kept in float" in output
     assert "int8 agrees with fp32 on 24/24" in output and "McNemar exact p = " in output
-    assert "model time, one image: int8 " in output
+    assert "model time, one image: int8 " in output and "sensitivity took " in output
     assert "also tried: static, refused (drop " in output
     record = read_bundle(bundle).metrics["export"]["int8"]
     assert record["method"] == "sensitivity" and set(record["float_nodes"]) >= OUTLIER_PATH
     assert [entry["method"] for entry in record["tried"]] == ["static"]
     assert record["tried"][0]["accepted"] is False and record["gate"]["accepted"] is True
+    assert record["tried"][0]["seconds"] >= 0 and record["build_seconds"] > 0
     assert record["fp32_ms"] > 0 and record["int8_ms"] > 0
     served = Predictor(bundle, int8=True)
     image = sorted(outlier_bundle[1].rglob("*.png"))[0]
@@ -148,10 +159,145 @@ def test_a_refused_int8_model_writes_no_int8_member(
 
 
 def test_unknown_int8_methods_are_refused(tiny_served: tuple[Path, Path]) -> None:
-    with pytest.raises(ConfigError, match=r"int8 methods 'qat': use some of static, sensitivity"):
+    with pytest.raises(
+        ConfigError, match=r"int8 methods 'entropy': use some of static, sensitivity, qat"
+    ):
         export_for_serving(
             tiny_served[0],
             int8=True,
             calibrate=tiny_served[1],
-            methods=("qat",),  # type: ignore[arg-type]
+            methods=("entropy",),  # type: ignore[arg-type]
         )
+
+
+def test_without_pytorch_qat_is_left_out_and_the_refusal_says_so(
+    outlier_bundle: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from ursa.export import deploy
+
+    bundle = copy_bundle(outlier_bundle[0], tmp_path / "m.ursa")
+    export_for_serving(bundle, onnx=True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        deploy.importlib.util, "find_spec", lambda name: None if name == "torch" else real(name)
+    )  # a serving install: ursa[serve] without PyTorch
+    with pytest.raises(ConfigError, match=r"qat .* cannot run: it needs PyTorch"):
+        export_for_serving(bundle, onnx=False, int8=True, calibrate=outlier_bundle[1],
+                           methods=("qat",))  # fmt: skip
+    with pytest.raises(ExportError) as caught:
+        export_for_serving(bundle, onnx=False, int8=True, calibrate=outlier_bundle[1],
+                           methods=("static", "qat"))  # fmt: skip
+    assert str(caught.value).endswith(
+        "Qat (the quantization-aware fine-tune) was not tried: it needs PyTorch "
+        "(pip install 'ursa[train]')."
+    ) or "was not tried: it needs PyTorch" in str(caught.value)
+    assert INT8_NAME not in read_bundle(bundle).members
+
+
+def _padded_network() -> tuple[object, int]:
+    """A small network with timm's "same" padding, computed from the input's shape."""
+    import torch
+    from timm.layers import BatchNormAct2d, Conv2dSame
+    from torch import nn
+
+    torch.manual_seed(0)
+    network = nn.Sequential(
+        Conv2dSame(3, 16, 3, stride=2, bias=False),
+        BatchNormAct2d(16, act_layer=nn.ReLU6),  # EfficientNet-Lite's conv, BN, ReLU6
+        Conv2dSame(16, 16, 3, stride=2, groups=16, bias=False),
+        BatchNormAct2d(16, act_layer=nn.ReLU6),
+        nn.Conv2d(16, 8, 1, bias=False),
+        BatchNormAct2d(8, apply_act=False),  # a linear bottleneck
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
+    for module in network.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 3.0)
+    return network.eval(), 33  # an odd side: the pads differ on the two sides
+
+
+def _colour_images(count: int, side: int, seed: int) -> np.ndarray:
+    """Noisy images of one random colour each: inputs whose logits differ from image to image."""
+    rng = np.random.default_rng(seed)
+    colours = rng.uniform(-2.0, 2.0, size=(count, 3, 1, 1))
+    return (colours + 0.5 * rng.normal(size=(count, 3, side, side))).astype(np.float32)
+
+
+def test_shape_arithmetic_stays_float(tmp_path: Path) -> None:
+    import torch
+
+    from ursa.export.onnx import torch_to_onnx
+
+    network, side = _padded_network()
+    fp32 = torch_to_onnx(network, side)
+    inputs = _colour_images(16, side, seed=0)
+    with Quantizer(fp32, inputs) as quantizer:
+        found = shape_nodes(onnx.load(str(quantizer._prepared)).graph)
+        int8 = quantizer.build("static").model
+    kinds = {node.name: node.op_type for node in onnx.load_from_string(fp32).graph.node}
+    assert {"Shape", "Concat"} <= {kinds.get(name) for name in found}
+    graph = onnx.load_from_string(int8).graph
+    producer = {output: node.name for node in graph.node for output in node.output}
+    quantized = [
+        producer.get(node.input[0])
+        for node in graph.node
+        if node.op_type == "QuantizeLinear" and node.input[0] in producer
+    ]
+    assert quantized and not set(quantized) & found  # only image data gets Q/DQ pairs
+    with torch.no_grad():
+        reference = network(torch.from_numpy(inputs)).numpy()
+    assert relative_error(reference, logits(session_for(int8), inputs)) < 0.05
+
+
+def test_the_fake_quantized_network_predicts_what_onnx_runtime_int8_gives() -> None:
+    import torch
+
+    from ursa.export.onnx import torch_to_onnx
+
+    network, side = _padded_network()
+    calibration, inputs = _colour_images(32, side, seed=1), _colour_images(16, side, seed=2)
+    with Quantizer(torch_to_onnx(network, side), calibration) as quantizer:
+        int8 = logits(session_for(quantizer.quantize()), inputs)
+    with torch.no_grad():
+        fp32 = network(torch.from_numpy(inputs)).numpy()
+    activations, remove = instrument(network)
+    activations.start_observing()
+    with torch.no_grad():
+        network(torch.from_numpy(calibration))
+    activations.stop_observing()
+    with torch.no_grad():
+        simulated = network(torch.from_numpy(inputs)).numpy()
+    remove()
+    # The simulation is nearer ONNX Runtime's int8 than the fp32 model is, by far.
+    assert relative_error(int8, simulated) < 0.25 * relative_error(int8, fp32)
+    with torch.no_grad():  # and removing it gives the plain network back
+        assert np.array_equal(network(torch.from_numpy(inputs)).numpy(), fp32)
+
+
+def test_the_quantization_aware_fine_tune_moves_the_weights_and_leaves_a_plain_network(
+    tiny_served: tuple[Path, Path],
+) -> None:
+    from torch import nn
+    from torch.nn.utils import parametrize
+
+    from ursa.export.model import Model
+
+    bundle = read_bundle(tiny_served[0])
+    train, _, _ = calibration_split(bundle, tiny_served[1])
+    calibration, _, _ = _inputs(tiny_served[0], tiny_served[1])
+    source = QatSource(bundle, train, QatSettings(images=16, epochs=1, batch_size=8, lr=1e-3))
+    tuned = fine_tune_for_int8(source, calibration)
+    before = Model(bundle).network.state_dict()
+    after = tuned.state_dict()
+    assert before.keys() == after.keys()
+    assert any(not np.array_equal(before[key].numpy(), after[key].numpy()) for key in before)
+    for module in tuned.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            assert not parametrize.is_parametrized(module)

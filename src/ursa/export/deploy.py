@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from ursa.export.onnx import (
     export_onnx,
     rewrite_bundle,
 )
+from ursa.export.qat import QatSource
 from ursa.export.quantize import (
     METHODS,
     Method,
@@ -28,6 +30,12 @@ from ursa.export.quantize import (
     refusal,
     session_for,
     top1,
+)
+
+#: What a refusal says when the quantization-aware fine-tune could not run.
+QAT_NEEDS_TORCH = (
+    "qat (the quantization-aware fine-tune) was not tried: it needs PyTorch "
+    "(pip install 'ursa[train]')"
 )
 
 #: Parity samples taken from the user's validation images when there are some.
@@ -149,11 +157,17 @@ def _quantize(
     """The int8 model of ``methods`` to ship (see :func:`ursa.export.gate.pick`), its report."""
     train, valid, labels = split
     config = bundle.config.preprocess
+    skipped = "qat" in methods and importlib.util.find_spec("torch") is None
+    if skipped:
+        methods = [method for method in methods if method != "qat"]
+        if not methods:
+            raise ConfigError(QAT_NEEDS_TORCH.replace("was not tried", "cannot run"))
     chosen = calibration_sample(bundle, train, count)
     valid_inputs = load_inputs(valid, config)
     fp32_top1 = top1(session_for(onnx_bytes), valid_inputs)
     candidates, gates = [], []
-    with Quantizer(onnx_bytes, load_inputs(chosen, config)) as quantizer:
+    source = QatSource(bundle, train)
+    with Quantizer(onnx_bytes, load_inputs(chosen, config), qat=source) as quantizer:
         for method in methods:
             candidates.append(quantizer.build(method))
             int8_top1 = top1(session_for(candidates[-1].model), valid_inputs)
@@ -162,12 +176,14 @@ def _quantize(
                 break
     shipped = pick(gates)
     tried = [
-        {"method": candidate.method, **gate.to_dict()}
+        {"method": candidate.method, "seconds": round(candidate.seconds, 1), **gate.to_dict()}
         for index, (candidate, gate) in enumerate(zip(candidates, gates, strict=True))
         if index != shipped
     ]
     if shipped is None:
-        raise refusal(candidates[-1].method, gates[-1], tried[:-1])
+        raise refusal(
+            candidates[-1].method, gates[-1], tried[:-1], note=QAT_NEEDS_TORCH if skipped else ""
+        )
     candidate, gate = candidates[shipped], gates[shipped]
     example = valid_inputs[:1]
     report = QuantizeReport(
@@ -182,6 +198,7 @@ def _quantize(
         float_nodes=candidate.float_nodes,
         fp32_ms=model_time_ms(onnx_bytes, example),
         int8_ms=model_time_ms(candidate.model, example),
+        build_seconds=round(candidate.seconds, 1),
         tried=tuple(tried),
     )
     return candidate.model, report
