@@ -117,3 +117,8 @@ def test_the_shipped_method_is_the_first_accepted_that_agrees_with_fp32() -> Non
     assert pick([changes_many, changes_some]) == 1  # none reaches 98 %: the most agreeing
     assert pick([changes_some, changes_some]) == 0  # ... the earliest of equals
     assert pick([refused, refused]) is None
+    # With model times, the fastest of those reaching 98 %; the others do not count.
+    assert pick([changes_few, changes_few], times=[5.0, 3.0]) == 1
+    assert pick([changes_few, changes_many, changes_few], times=[4.0, 1.0, 4.0]) == 0
+    assert pick([changes_few, changes_few], times=[None, 3.0]) == 1
+    assert pick([changes_many, changes_some], times=[1.0, 2.0]) == 1  # none reaches 98 %

@@ -107,7 +107,7 @@ def test_the_sensitivity_pass_keeps_the_outlier_path_in_float(
     assert (kept == reference).all()
 
 
-def test_export_ships_the_first_method_the_gate_accepts(
+def test_export_tries_every_method_and_ships_the_fastest_that_agrees(
     outlier_bundle: tuple[Path, Path], tmp_path: Path
 ) -> None:
     bundle = copy_bundle(outlier_bundle[0], tmp_path / "m.ursa")
@@ -116,13 +116,18 @@ def test_export_ships_the_first_method_the_gate_accepts(
     )
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())
-    assert "model.int8.onnx (sensitivity, " in output and "nodes kept in float" in output
-    assert "int8 agrees with fp32 on 24/24" in output and "McNemar exact p = " in output
-    assert "model time, one image: int8 " in output and "sensitivity took " in output
-    assert "also tried: static, refused (drop " in output
     record = read_bundle(bundle).metrics["export"]["int8"]
-    assert record["method"] == "sensitivity" and set(record["float_nodes"]) >= OUTLIER_PATH
-    assert [entry["method"] for entry in record["tried"]] == ["static"]
+    shipped = record["method"]
+    # static is refused; the sensitivity pass and qat both keep the outlier path in float
+    # and agree on every image, so the faster of the two (measured side by side) ships.
+    assert shipped in ("sensitivity", "qat") and set(record["float_nodes"]) >= OUTLIER_PATH
+    other = "qat" if shipped == "sensitivity" else "sensitivity"
+    assert f"model.int8.onnx ({shipped}, " in output and "nodes kept in float" in output
+    assert "int8 agrees with fp32 on 24/24" in output and "McNemar exact p = " in output
+    assert "model time, one image: int8 " in output and f"{shipped} took " in output
+    assert "also tried: static, refused (drop " in output
+    assert f"also tried: {other}, accepted (drop " in output
+    assert [entry["method"] for entry in record["tried"]] == ["static", other]
     assert record["tried"][0]["accepted"] is False and record["gate"]["accepted"] is True
     assert record["tried"][0]["seconds"] >= 0 and record["build_seconds"] > 0
     assert record["fp32_ms"] > 0 and record["int8_ms"] > 0

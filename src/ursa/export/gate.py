@@ -165,18 +165,29 @@ def judge(
     )
 
 
-def pick(results: Sequence[GateResult], target: float = AGREEMENT_TARGET) -> int | None:
+def pick(
+    results: Sequence[GateResult],
+    target: float = AGREEMENT_TARGET,
+    times: Sequence[float | None] | None = None,
+) -> int | None:
     """Which of the methods' results (in the order tried) to ship, or None when all refused.
 
-    The first accepted one whose top-1 agreement with fp32 reaches ``target``; when none
-    does, the accepted one that agrees most (the earliest of equals). An accepted model
-    may still change many predictions, right and wrong alike, without losing accuracy:
-    the gate does not refuse it, but a later method that changes fewer is preferred.
+    Of the accepted ones whose top-1 agreement with fp32 reaches ``target``, the fastest
+    by ``times`` (model milliseconds, one per result; None where not measured), or the
+    first when no times are given; when none reaches it, the accepted one that agrees most
+    (the earliest of equals). An accepted model may still change many predictions, right
+    and wrong alike, without losing accuracy: the gate does not refuse it, but a method
+    that changes fewer is preferred.
     """
     accepted = [index for index, result in enumerate(results) if result.accepted]
-    for index in accepted:
-        if results[index].agreement >= target:
-            return index
     if not accepted:
         return None
+    reaching = [index for index in accepted if results[index].agreement >= target]
+    if reaching:
+        if times is None:
+            return reaching[0]
+        timed = [index for index in reaching if times[index] is not None]
+        if timed:
+            return min(timed, key=lambda index: (times[index], index))
+        return reaching[0]
     return max(accepted, key=lambda index: (results[index].agreement, -index))

@@ -5,22 +5,31 @@ up to ``calibration_images`` of them, cached for every method); weights are
 quantized per channel; the format is QDQ (QuantizeLinear/DequantizeLinear pairs
 that ONNX Runtime fuses into int8 kernels).
 
+Never quantized, whatever the method: the nodes that compute shapes (:func:`shape_nodes`:
+rounded pad widths shift feature maps) and the nodes that write the logits
+(:func:`output_nodes`).
+
 Methods (:data:`METHODS`, in the order ``ursa export --int8`` tries them):
 
 ``static``
-    every quantizable node int8.
+    every other quantizable node int8.
 ``sensitivity``
     the few nodes whose quantization moves the logits most stay in float,
-    everything else int8. Each candidate node is quantized *alone* (the rest
+    everything else int8. Each candidate (a node, or a convolution with the ``Pad``
+    before it: :meth:`Quantizer.candidate_groups`) is quantized *alone* (the rest
     float) on :data:`SENSITIVITY_IMAGES` calibration images and ranked by how far
     its logits move from fp32's (errors that several nodes share, such as one
     outlier tensor read by three, show up on each of them, which excluding one
     node at a time from the int8 model would hide). Then the top 1, 2, … of the
     ranking (at most :func:`float_budget`) are kept in float, and the shortest
     prefix whose int8 model was a tenth closer to fp32 than every shorter one is
-    taken. Float rather than
-    16-bit activations: ONNX Runtime's CPU provider has int8 kernels only, so a
-    16-bit Q/DQ pair around a node leaves it a float node with two more ops.
+    taken. Float rather than 16-bit activations: ONNX Runtime's CPU provider has
+    int8 kernels only, so a 16-bit Q/DQ pair around a node leaves it a float node
+    with two more ops.
+``qat``
+    a quantization-aware fine-tune of the bundle's weights (:mod:`ursa.export.qat`,
+    PyTorch), then the sensitivity pass on the result, ranked against the original
+    fp32 model's logits.
 
 The gate (:mod:`ursa.export.gate`) then decides on the validation split, and
 :func:`ursa.export.gate.pick` which accepted model ships: the first whose top-1
@@ -450,6 +459,19 @@ def model_time_ms(model: bytes, example: np.ndarray, repeats: int = 30) -> float
         session.run(None, feed)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000.0
+
+
+def side_by_side_ms(models: Sequence[bytes], example: np.ndarray, rounds: int = 3) -> list[float]:
+    """:func:`model_time_ms` of each model, measured in alternating rounds; median per model.
+
+    Measured one after the other, the same model's time can change by half when the
+    machine's load does; alternating spreads that over all of them.
+    """
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for index, model in enumerate(models):
+            times[index].append(model_time_ms(model, example))
+    return [statistics.median(values) for values in times]
 
 
 def session_for(model: bytes) -> Any:
