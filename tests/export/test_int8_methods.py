@@ -185,20 +185,47 @@ def test_without_pytorch_qat_is_left_out_and_the_refusal_says_so(
     bundle = copy_bundle(outlier_bundle[0], tmp_path / "m.ursa")
     export_for_serving(bundle, onnx=True)
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        deploy.importlib.util, "find_spec", lambda name: None if name == "torch" else real(name)
-    )  # a serving install: ursa[serve] without PyTorch
-    with pytest.raises(ConfigError, match=r"qat .* cannot run: it needs PyTorch"):
+
+    def find_spec(name: str, *args: object, **kwargs: object) -> object:
+        return None if name == "torch" else real(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    # A serving install: ursa[serve] without PyTorch.
+    monkeypatch.setattr(deploy.importlib.util, "find_spec", find_spec)
+    with pytest.raises(ConfigError, match=r"the qat method .* cannot run: it needs PyTorch"):
         export_for_serving(bundle, onnx=False, int8=True, calibrate=outlier_bundle[1],
                            methods=("qat",))  # fmt: skip
     with pytest.raises(ExportError) as caught:
         export_for_serving(bundle, onnx=False, int8=True, calibrate=outlier_bundle[1],
                            methods=("static", "qat"))  # fmt: skip
-    assert str(caught.value).endswith(
-        "Qat (the quantization-aware fine-tune) was not tried: it needs PyTorch "
-        "(pip install 'ursa[train]')."
-    ) or "was not tried: it needs PyTorch" in str(caught.value)
+    message = str(caught.value)
+    assert message.startswith("int8 model refused (static): ")
+    assert (
+        "The qat method (the quantization-aware fine-tune) was not tried: it needs PyTorch "
+        "(pip install 'ursa[train]'). Calibrate on more" in message
+    )
     assert INT8_NAME not in read_bundle(bundle).members
+
+
+def test_a_failing_fine_tune_keeps_the_other_methods_models(
+    tiny_served: tuple[Path, Path], tmp_path: Path
+) -> None:
+    source = read_bundle(tiny_served[0])
+    bundle = tmp_path / "m.ursa"  # its ONNX model intact, its PyTorch weights not
+    write_bundle(bundle, source.config, b"not safetensors", source.metrics,
+                 extra={ONNX_NAME: source.read(ONNX_NAME)})  # fmt: skip
+    result = export_for_serving(bundle, onnx=False, int8=True, calibrate=tiny_served[1],
+                                max_drop=100.0, methods=("qat", "static"))  # fmt: skip
+    assert result.int8 is not None and result.int8.method == "static"
+    assert len(result.int8.notes) == 1
+    assert (
+        result.int8.notes[0].startswith("the qat method failed (")
+        and "unreadable" in (result.int8.notes[0])
+    )
+    assert any(line.startswith("note: the qat method failed") for line in result.int8.lines())
+    assert INT8_NAME in read_bundle(bundle).members
+    with pytest.raises(ExportError, match=r"^no int8 model was made: the qat method failed"):
+        export_for_serving(bundle, onnx=False, int8=True, calibrate=tiny_served[1],
+                           methods=("qat",))  # fmt: skip
 
 
 def _padded_network() -> tuple[object, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ursa.core.bundle import INT8_NAME, ONNX_NAME, Bundle, read_bundle
-from ursa.core.errors import ConfigError, DataError
+from ursa.core.errors import ConfigError, DataError, UrsaError
 from ursa.export.gate import AGREEMENT_TARGET, MAX_DROP_POINTS, GateRule, judge, pick
 from ursa.export.onnx import (
     ExportError,
@@ -32,11 +33,21 @@ from ursa.export.quantize import (
     top1,
 )
 
-#: What a refusal says when the quantization-aware fine-tune could not run.
+log = logging.getLogger(__name__)
+
+#: What the quantization-aware fine-tune needs beside ONNX Runtime (``ursa[train]``).
+QAT_PACKAGES = ("torch", "timm", "safetensors")
+#: What the report or a refusal says when the quantization-aware fine-tune could not run.
 QAT_NEEDS_TORCH = (
-    "qat (the quantization-aware fine-tune) was not tried: it needs PyTorch "
+    "the qat method (the quantization-aware fine-tune) was not tried: it needs PyTorch "
     "(pip install 'ursa[train]')"
 )
+
+
+def qat_available() -> bool:
+    """Whether the packages the ``qat`` method imports are installed."""
+    return all(importlib.util.find_spec(name) is not None for name in QAT_PACKAGES)
+
 
 #: Parity samples taken from the user's validation images when there are some.
 PARITY_IMAGES = 16
@@ -86,6 +97,8 @@ def export_for_serving(
             f"int8 methods {', '.join(map(repr, unknown)) or '(none)'}: use some of "
             f"{', '.join(METHODS)}"
         )
+    if int8 and set(methods) == {"qat"} and not qat_available():
+        raise ConfigError(QAT_NEEDS_TORCH.replace("was not tried", "cannot run"))
     rule = GateRule(max_drop_points=max_drop)
     bundle = read_bundle(path)
     split = calibration_split(bundle, Path(calibrate)) if calibrate is not None else None
@@ -158,11 +171,10 @@ def _quantize(
     """The int8 model of ``methods`` to ship (see :func:`ursa.export.gate.pick`), its report."""
     train, valid, labels = split
     config = bundle.config.preprocess
-    skipped = "qat" in methods and importlib.util.find_spec("torch") is None
-    if skipped:
+    notes: list[str] = []
+    if "qat" in methods and not qat_available():
         methods = [method for method in methods if method != "qat"]
-        if not methods:
-            raise ConfigError(QAT_NEEDS_TORCH.replace("was not tried", "cannot run"))
+        notes.append(QAT_NEEDS_TORCH)
     chosen = calibration_sample(bundle, train, count)
     valid_inputs = load_inputs(valid, config)
     fp32_top1 = top1(session_for(onnx_bytes), valid_inputs)
@@ -170,7 +182,16 @@ def _quantize(
     source = QatSource(bundle, train)
     with Quantizer(onnx_bytes, load_inputs(chosen, config), qat=source) as quantizer:
         for method in methods:
-            candidates.append(quantizer.build(method))
+            try:
+                candidates.append(quantizer.build(method))
+            except (UrsaError, ImportError, RuntimeError, ValueError, MemoryError) as error:
+                if method != "qat":
+                    raise
+                # A fine-tune that cannot run (memory, an odd architecture) must not cost
+                # the models the cheaper methods already made.
+                log.warning("int8 qat failed: %s", error)
+                notes.append(f"the qat method failed ({error}) and was left out")
+                continue
             int8_top1 = top1(session_for(candidates[-1].model), valid_inputs)
             gates.append(judge(labels, fp32_top1, int8_top1, rule))
             reached = gates[-1].accepted and gates[-1].agreement >= AGREEMENT_TARGET
@@ -187,6 +208,8 @@ def _quantize(
     # 17 on the serving benchmark's model, at 0.92x fp32's time; qat kept 5, at 0.67x).
     measured = [onnx_bytes, *(candidates[index].model for index in reaching)]
     times = side_by_side_ms(measured, example) if len(reaching) > 1 else None
+    if not candidates:  # only qat was asked for, and it failed
+        raise ExportError(f"no int8 model was made: {'; '.join(notes)}")
     shipped = pick(
         gates,
         times=None if times is None else [
@@ -200,9 +223,7 @@ def _quantize(
         if index != shipped
     ]
     if shipped is None:
-        raise refusal(
-            candidates[-1].method, gates[-1], tried[:-1], note=QAT_NEEDS_TORCH if skipped else ""
-        )
+        raise refusal(candidates[-1].method, gates[-1], tried[:-1], note="; ".join(notes))
     candidate, gate = candidates[shipped], gates[shipped]
     if times is None:
         fp32_ms, int8_ms = side_by_side_ms([onnx_bytes, candidate.model], example)
@@ -222,5 +243,6 @@ def _quantize(
         int8_ms=int8_ms,
         build_seconds=round(candidate.seconds, 1),
         tried=tuple(tried),
+        notes=tuple(notes),
     )
     return candidate.model, report

@@ -1,6 +1,6 @@
 """Quantization-aware fine-tuning: the ``qat`` int8 method, used when post-training int8 is refused.
 
-A copy of the bundle's network is fine-tuned for a few hundred steps with the int8
+A copy of the bundle's network is fine-tuned for a few dozen steps with the int8
 rounding that ONNX Runtime's static quantization will apply simulated in its forward
 pass (fake quantization, straight-through gradients), so that the weights learn to
 live with it; then the fine-tuned weights are exported to ONNX and quantized exactly
@@ -9,7 +9,8 @@ calibration on the same images, per-channel int8 weights).
 
 What is simulated, to match that quantization:
 
-* **weights** of every convolution and linear layer: per output channel, symmetric,
+* **weights** of every convolution and linear layer but the classifier (which stays
+  float in the int8 model): per output channel, symmetric,
   levels −127…127 (the batch norms stay frozen in eval mode, so quantizing a
   convolution's weight per channel is the same as quantizing it with its batch norm
   folded in, which is what ONNX Runtime sees);
@@ -22,9 +23,9 @@ What is simulated, to match that quantization:
   weights before every epoch.
 
 The loss is distillation, not the labels: the Kullback-Leibler divergence of the
-fake-quantized copy's softmax from the fp32 model's, on the training images and their mirror
-images. What the gate measures is agreement with fp32, and the fp32 model stays the
-reference whatever the labels say.
+fake-quantized copy's softmax from the fp32 model's, on the training images (each batch
+mirrored with probability ½). What the gate measures is agreement with fp32, and the
+fp32 model stays the reference whatever the labels say.
 
 Needs PyTorch (``ursa[train]``). The numbers behind the settings are in
 docs/benchmarks.md (int8 methods).
@@ -166,11 +167,15 @@ def instrument(network: Any) -> tuple[_ActivationQuant, Callable[[], None]]:
 
         return hook
 
+    # The layer that writes the logits stays float in the int8 model (``output_nodes``):
+    # its input is quantized there, its weights are not.
+    classifier = network.get_classifier() if hasattr(network, "get_classifier") else None
     for name, module in network.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             handles.append(module.register_forward_pre_hook(quantize_input(f"{name}:in")))
-            parametrize.register_parametrization(module, "weight", weight_quant())
-            parametrized.append(module)
+            if module is not classifier:
+                parametrize.register_parametrization(module, "weight", weight_quant())
+                parametrized.append(module)
         elif isinstance(module, nn.BatchNorm2d):
             handles.append(module.register_forward_hook(quantize_output(f"{name}:out")))
 

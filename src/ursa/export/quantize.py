@@ -32,8 +32,8 @@ Methods (:data:`METHODS`, in the order ``ursa export --int8`` tries them):
     fp32 model's logits.
 
 The gate (:mod:`ursa.export.gate`) then decides on the validation split, and
-:func:`ursa.export.gate.pick` which accepted model ships: the first whose top-1
-agreement with fp32 reaches 98 %, else the one that agrees most.
+:func:`ursa.export.gate.pick` which accepted model ships: of those whose top-1
+agreement with fp32 reaches 98 %, the fastest; else the one that agrees most.
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ class QuantizeReport:
     tried: tuple[dict[str, Any], ...] = field(default=())
     """The other methods tried (refused, or agreeing less with fp32): method, gate numbers,
     seconds."""
+    notes: tuple[str, ...] = field(default=())
+    """Methods left out, and why (PyTorch missing, a fine-tune that failed)."""
 
     def lines(self) -> list[str]:
         """What ``ursa export --int8`` prints."""
@@ -126,6 +128,7 @@ class QuantizeReport:
                 f"points, agreement {other['agreement']:.1%}, p = {other['p_value']:.3g}; "
                 f"{other['seconds']:.0f} s)"
             )
+        lines.extend(f"note: {note}" for note in self.notes)
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,6 +136,7 @@ class QuantizeReport:
         record["gate"] = self.gate.to_dict()
         record["float_nodes"] = list(self.float_nodes)
         record["tried"] = list(self.tried)
+        record["notes"] = list(self.notes)
         return record
 
 
