@@ -205,7 +205,7 @@ def _quantize(
     ]
     # Model times side by side (alternating rounds), so that the fastest of the models
     # that agree enough is shipped: float nodes slow int8 down (the sensitivity pass kept
-    # 17 on the serving benchmark's model, at 0.92x fp32's time; qat kept 5, at 0.67x).
+    # 17 on the serving benchmark's model, at 0.92x fp32's time in a run; qat kept 5, at 0.68x).
     measured = [onnx_bytes, *(candidates[index].model for index in reaching)]
     times = side_by_side_ms(measured, example) if len(reaching) > 1 else None
     if not candidates:  # only qat was asked for, and it failed
