@@ -212,10 +212,7 @@ def fine_tune_for_int8(source: QatSource, calibration: np.ndarray) -> Any:
     inputs = torch.from_numpy(np.stack([prepare_input(path, config) for path in paths]))
     probe = torch.from_numpy(calibration)
     activations, remove = instrument(student)
-    optimizer = torch.optim.Adam(
-        [parameter for parameter in student.parameters() if parameter.requires_grad],
-        lr=settings.lr,
-    )
+    optimizer = torch.optim.Adam(student.parameters(), lr=settings.lr)
     started = time.perf_counter()
     try:
         for epoch in range(settings.epochs):

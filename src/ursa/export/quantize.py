@@ -65,8 +65,8 @@ __all__ = ["MAX_DROP_POINTS", "METHODS", "Int8Candidate", "QuantizeReport", "Qua
 Method = Literal["static", "sensitivity", "qat"]
 #: int8 methods, cheapest first.
 METHODS: tuple[Method, ...] = ("static", "sensitivity", "qat")
-#: Calibration images the sensitivity pass compares logits on (each of ~200 nodes of
-#: EfficientNet-Lite0 costs one quantization and one run of them: ~100 s in all on 2 cores).
+#: Calibration images the sensitivity pass compares logits on (each of the ~100 candidates
+#: of EfficientNet-Lite0 costs one quantization and one run of them: 30-50 s in all on 2 cores).
 SENSITIVITY_IMAGES = 8
 
 
@@ -218,12 +218,17 @@ class Quantizer:
     """
 
     def __init__(
-        self, fp32_model: bytes, calibration: np.ndarray, qat: QatSource | None = None
+        self,
+        fp32_model: bytes,
+        calibration: np.ndarray,
+        qat: QatSource | None = None,
+        *,
+        reference: bytes | None = None,
     ) -> None:
         if len(calibration) == 0:
             raise DataError("int8 calibration needs at least one image")
         self.fp32_model = fp32_model
-        self.reference_model = fp32_model
+        self.reference_model = fp32_model if reference is None else reference
         """The model whose logits the sensitivity pass compares with (the fp32 model)."""
         self.calibration = calibration
         self.qat_source = qat
@@ -240,8 +245,8 @@ class Quantizer:
         quant_pre_process(str(source), str(self._prepared), skip_symbolic_shape=True)
         import onnx
 
-        graph = onnx.load(str(self._prepared)).graph
-        self._shape_nodes = shape_nodes(graph) | output_nodes(graph)
+        self._graph = onnx.load(str(self._prepared)).graph
+        self._always_float = shape_nodes(self._graph) | output_nodes(self._graph)
 
     def __enter__(self) -> Quantizer:
         return self
@@ -257,7 +262,8 @@ class Quantizer:
     def quantize(self, *, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> bytes:
         """QDQ int8 bytes: every quantizable node, or ``only`` these, less ``exclude``.
 
-        The nodes that compute shapes (:func:`shape_nodes`) are never quantized.
+        The nodes that compute shapes (:func:`shape_nodes`) and write the logits
+        (:func:`output_nodes`) are never quantized.
         """
         from onnxruntime.quantization import (
             CalibrationMethod,
@@ -275,7 +281,7 @@ class Quantizer:
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=sorted(self._shape_nodes.union(exclude)),
+            nodes_to_exclude=sorted(self._always_float.union(exclude)),
             nodes_to_quantize=list(only) if only is not None else None,
             calibration_cache_path=self._cache,
         )
@@ -283,15 +289,13 @@ class Quantizer:
 
     def candidate_nodes(self) -> list[str]:
         """Names of the nodes ONNX Runtime would quantize, in graph order."""
-        import onnx
         from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
         kinds = set(QDQRegistry) | set(QLinearOpsRegistry)
-        graph = onnx.load(str(self._prepared)).graph
         return [
             node.name
-            for node in graph.node
-            if node.op_type in kinds and node.name and node.name not in self._shape_nodes
+            for node in self._graph.node
+            if node.op_type in kinds and node.name and node.name not in self._always_float
         ]
 
     def build(self, method: Method) -> Int8Candidate:
@@ -315,11 +319,9 @@ class Quantizer:
         depthwise convolution in float with its ``Pad`` still int8 took the logit error
         from 0.08 to 0.77, and with its ``Pad`` to 0.07.
         """
-        import onnx
-
         nodes = self.candidate_nodes()
         wanted = set(nodes)
-        graph = onnx.load(str(self._prepared)).graph
+        graph = self._graph
         producer = {output: node for node in graph.node for output in node.output}
         readers: dict[str, int] = {}
         for node in graph.node:
@@ -386,8 +388,7 @@ class Quantizer:
 
         network = fine_tune_for_int8(self.qat_source, self.calibration)
         tuned = torch_to_onnx(network, self.qat_source.bundle.config.preprocess.size)
-        with Quantizer(tuned, self.calibration) as inner:
-            inner.reference_model = self.reference_model
+        with Quantizer(tuned, self.calibration, reference=self.reference_model) as inner:
             return inner.sensitivity("qat")
 
 
