@@ -17,6 +17,7 @@ import argparse
 import gzip
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,7 +132,8 @@ def thread_cpu_ns(pid: int) -> dict[str, int]:
 
 def cpu_per_request(bundle: Path, requests: int, concurrency: int) -> None:
     """``ursa serve``'s CPU milliseconds per request of the 640×480 JPEG: its event loop (the
-    main thread) and every thread, with the image as the raw body and as a multipart form."""
+    main thread) and every thread, with the image as the raw body and as a multipart form,
+    with each HTTP parser (``URSA_HTTP``: h11, then httptools)."""
     from ursa.serve.bench import ServerProcess, http_load, synthetic_jpeg
 
     image = synthetic_jpeg()
@@ -144,24 +146,27 @@ def cpu_per_request(bundle: Path, requests: int, concurrency: int) -> None:
     )
     kinds = [("raw body", image, "image/jpeg"),
              ("multipart", form, f"multipart/form-data; boundary={boundary}")]  # fmt: skip
-    settings = {"URSA_MAX_CONNECTIONS_PER_CLIENT": "0"}
-    with ServerProcess(bundle, int8=False, extra_env=settings) as server:
-        pid = server.process.pid
-        for name, body, kind in kinds:
-            for level in sorted({1, concurrency}):
-                http_load(server.port, [body], 20, level, warmup=0, content_type=kind)
-                before = thread_cpu_ns(pid)
-                _, wall, statuses = http_load(
-                    server.port, [body], requests, level, warmup=0, content_type=kind
-                )
-                after = thread_cpu_ns(pid)
-                if set(statuses) != {200}:
-                    raise SystemExit(f"the server answered {statuses}; expected only 200")
-                spent = {tid: ns - before.get(tid, 0) for tid, ns in after.items()}
-                loop, total = spent.get(str(pid), 0), sum(spent.values())
-                print(f"{name}, concurrency {level}: CPU per request {total / requests / 1e6:.2f} "
-                      f"ms, of it the event loop {loop / requests / 1e6:.2f} ms; "
-                      f"{requests / wall:.1f} requests/s")  # fmt: skip
+    for parser in ("h11", "httptools"):  # URSA_HTTP, one server after the other
+        settings = {"URSA_MAX_CONNECTIONS_PER_CLIENT": "0", "URSA_HTTP": parser}
+        with ServerProcess(bundle, int8=False, extra_env=settings) as server:
+            pid = server.process.pid
+            for name, body, kind in kinds:
+                for level in sorted({1, concurrency}):
+                    http_load(server.port, [body], 20, level, warmup=0, content_type=kind)
+                    before = thread_cpu_ns(pid)
+                    latencies, wall, statuses = http_load(
+                        server.port, [body], requests, level, warmup=0, content_type=kind
+                    )
+                    after = thread_cpu_ns(pid)
+                    if set(statuses) != {200}:
+                        raise SystemExit(f"the server answered {statuses}; expected only 200")
+                    spent = {tid: ns - before.get(tid, 0) for tid, ns in after.items()}
+                    loop, total = spent.get(str(pid), 0), sum(spent.values())
+                    print(f"{parser}, {name}, concurrency {level}: CPU per request "
+                          f"{total / requests / 1e6:.2f} ms, of it the event loop "
+                          f"{loop / requests / 1e6:.2f} ms; p50 "
+                          f"{statistics.median(latencies) * 1000:.2f} ms; "
+                          f"{requests / wall:.1f} requests/s")  # fmt: skip
 
 
 def print_targets(rows: list[Any], concurrency: int) -> None:

@@ -129,16 +129,17 @@ def _free(host: str, port: int) -> bool:
 def run(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve until interrupted; several ``workers`` are separate processes, each with a model.
 
-    Connections are uvicorn's, limited per client address and given a deadline for their
-    first request (:class:`ursa.serve.connections.ClientLimitedProtocol`).
+    Connections are uvicorn's (httptools' parser, or h11's: ``settings.http``), limited per
+    client address and given a deadline for their first request
+    (:class:`ursa.serve.connections.ClientLimits`).
     """
     import uvicorn
 
-    from ursa.serve.connections import ClientLimitedProtocol
+    from ursa.serve.connections import protocol_class
 
     settings = settings.model_copy(update={"host": host})
     protocol = functools.partial(
-        ClientLimitedProtocol,
+        protocol_class(settings.http),
         per_client=settings.max_connections_per_client,
         first_request_timeout=settings.body_timeout,
     )
@@ -153,7 +154,7 @@ def run(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> N
         workers=settings.workers if several else None,
         host=host,
         port=port,
-        http=protocol,  # type: ignore[arg-type]  # a partial of an H11Protocol subclass
+        http=protocol,  # type: ignore[arg-type]  # a partial of a uvicorn protocol subclass
         access_log=False,
         log_level="warning",
     )

@@ -20,15 +20,19 @@ uvicorn's own (``timeout_keep_alive``).
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.util
 import ipaddress
 import json
 import logging
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ursa.core.errors import ConfigError
 from ursa.serve.guard import SECURITY_HEADERS
+from ursa.serve.settings import HttpParser
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +57,18 @@ def client_key(address: str) -> str:
     return str(parsed)
 
 
-class ClientLimitedProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a per-address connection limit and a deadline
-    for the first request (see the module doc)."""
+class ClientLimits:
+    """A per-address connection limit and a deadline for the first request (see the module
+    doc), for a uvicorn HTTP protocol: it comes first among the bases, the protocol after."""
 
     _last_warning: ClassVar[float] = float("-inf")
+
+    if TYPE_CHECKING:  # what the uvicorn protocol it is mixed into provides
+        connections: set[Any]
+        client: tuple[str, int] | None
+        transport: asyncio.Transport
+        loop: asyncio.AbstractEventLoop
+        cycle: Any
 
     def __init__(
         self, *args: Any, per_client: int, first_request_timeout: float, **kwargs: Any
@@ -69,8 +80,8 @@ class ClientLimitedProtocol(H11Protocol):
         self.key: str | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self.key = client_key(self.client[0]) if self.client else None
         if self.per_client and self.key is not None and self._held_by(self.key) > self.per_client:
             self._refuse(self.key)
@@ -81,30 +92,40 @@ class ClientLimitedProtocol(H11Protocol):
         """Connections from the client ``key`` this server holds, this one included."""
         return sum(1 for other in self._same_client(key) if not other.refused)
 
-    def _same_client(self, key: str) -> list[ClientLimitedProtocol]:
+    def _same_client(self, key: str) -> list[ClientLimits]:
         return [
             other
             for other in self.connections
-            if isinstance(other, ClientLimitedProtocol) and other.key == key
+            if isinstance(other, ClientLimits) and other.key == key
         ]
 
-    def _refuse(self, address: str) -> None:
-        self.refused = True
-        body = json.dumps(
-            {
-                "detail": f"{address} already holds {self.per_client} connections to this "
-                f"server (URSA_MAX_CONNECTIONS_PER_CLIENT); close some, or reuse them"
-            }
-        ).encode()
+    def _write_refusal(self, status: str, detail: str, extra: str = "") -> None:
+        """Write a JSON ``{"detail": ...}`` answer that closes the connection, with the
+        security headers every other answer has; the caller closes the transport."""
+        body = json.dumps({"detail": detail}).encode()
         protective = "".join(
             f"{name.decode()}: {value.decode()}\r\n" for name, value in SECURITY_HEADERS
         )
         head = (
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n"
-            f"{protective}\r\n"
+            f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n{extra}connection: close\r\n{protective}\r\n"
         )
         self.transport.write(head.encode() + body)
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser cannot read (a malformed line or header, or with httptools
+        a method it does not know): 400 with the security headers, then closed."""
+        self._write_refusal("400 Bad Request", f"malformed HTTP request: {msg}")
+        self.transport.close()
+
+    def _refuse(self, address: str) -> None:
+        self.refused = True
+        self._write_refusal(
+            "503 Service Unavailable",
+            f"{address} already holds {self.per_client} connections to this server "
+            "(URSA_MAX_CONNECTIONS_PER_CLIENT); close some, or reuse them",
+            "retry-after: 1\r\n",
+        )
         lingering = sum(
             1
             for other in self._same_client(address)
@@ -118,8 +139,8 @@ class ClientLimitedProtocol(H11Protocol):
         else:
             self.transport.close()  # once the 503 is written
         now = time.monotonic()
-        if now - ClientLimitedProtocol._last_warning >= WARN_EVERY:
-            ClientLimitedProtocol._last_warning = now
+        if now - ClientLimits._last_warning >= WARN_EVERY:
+            ClientLimits._last_warning = now
             log.warning(
                 "refusing connections from %s: it holds %d already "
                 "(URSA_MAX_CONNECTIONS_PER_CLIENT; logged at most once a minute)",
@@ -133,7 +154,7 @@ class ClientLimitedProtocol(H11Protocol):
             # ends (at most REFUSED_LINGER); closing now, with the client's bytes unread,
             # would reset it before the client read its 503.
             return
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
 
     def _no_request_yet(self) -> None:
         self._timer = None
@@ -144,4 +165,33 @@ class ClientLimitedProtocol(H11Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+class ClientLimitedProtocol(ClientLimits, H11Protocol):
+    """uvicorn's h11 protocol with :class:`ClientLimits`."""
+
+
+def httptools_installed() -> bool:
+    """Whether uvicorn's httptools protocol can be used (``httptools`` is installed)."""
+    return importlib.util.find_spec("httptools") is not None
+
+
+@functools.cache
+def protocol_class(parser: HttpParser = "auto") -> type[ClientLimits]:
+    """The limited protocol for ``parser``: httptools' when asked for, or for ``auto`` when
+    it is installed; h11's otherwise. Asking for httptools without it is a
+    :class:`ConfigError` naming the install."""
+    if parser == "h11" or (parser == "auto" and not httptools_installed()):
+        return ClientLimitedProtocol
+    if not httptools_installed():
+        raise ConfigError(
+            "URSA_HTTP=httptools needs the httptools package: pip install httptools "
+            "(ursa[serve] installs it), or set URSA_HTTP=h11"
+        )
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class ClientLimitedHttpToolsProtocol(ClientLimits, HttpToolsProtocol):
+        """uvicorn's httptools protocol with :class:`ClientLimits`."""
+
+    return ClientLimitedHttpToolsProtocol

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -12,6 +13,9 @@ from ursa.core.errors import ConfigError
 from ursa.core.hostnames import ANY_ADDRESS, LOOPBACK_NAMES, own_names
 
 MIB = 1024 * 1024
+
+#: ``URSA_HTTP``: which HTTP/1.1 parser ``ursa serve`` uses; ``auto`` is httptools when installed.
+HttpParser = Literal["auto", "httptools", "h11"]
 
 
 class ServeSettings(BaseSettings):
@@ -29,6 +33,9 @@ class ServeSettings(BaseSettings):
     """ONNX Runtime threads per process (default: usable cores / workers)."""
     workers: int = Field(default=1, ge=1)
     """Server processes (each loads its own model)."""
+    http: HttpParser = "auto"
+    """HTTP/1.1 parser of ``ursa serve``: httptools (in C; ``auto`` picks it when installed,
+    as ``ursa[serve]`` installs it) or h11 (pure Python, uvicorn's fallback)."""
     host: str = "127.0.0.1"
     """Address the server listens on (``ursa serve --host``); the Host check accepts it."""
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -71,6 +78,16 @@ class ServeSettings(BaseSettings):
     """Most images in one POST /predict/batch request."""
     top_k: int = Field(default=5, ge=1)
     """Classes listed in each answer's ``top``."""
+
+    @field_validator("http")
+    @classmethod
+    def _parser_installed(cls, value: HttpParser) -> HttpParser:
+        if value == "httptools" and importlib.util.find_spec("httptools") is None:
+            raise ValueError(
+                "httptools is not installed: pip install httptools (ursa[serve] installs "
+                "it), or set URSA_HTTP=h11"
+            )
+        return value
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod
