@@ -74,7 +74,9 @@ def train(name: str, workdir: Path) -> tuple[Path, Path]:
     return bundle, data
 
 
-def measure(name: str, bundle_path: Path, data: Path) -> list[dict[str, Any]]:
+def measure(
+    name: str, bundle_path: Path, data: Path, weight_bits: int | None = None
+) -> list[dict[str, Any]]:
     """One row per int8 method for this model."""
     import numpy as np
 
@@ -94,7 +96,8 @@ def measure(name: str, bundle_path: Path, data: Path) -> list[dict[str, Any]]:
     fp32_top1 = session_for(fp32).run(None, {"input": valid})[0].argmax(axis=1)
     rows: list[dict[str, Any]] = []
     gates = []
-    with Quantizer(fp32, calibration, qat=QatSource(bundle, train_files)) as quantizer:
+    source = QatSource(bundle, train_files)
+    with Quantizer(fp32, calibration, qat=source, weight_bits=weight_bits) as quantizer:
         for method in METHODS:
             started = time.perf_counter()
             candidate = quantizer.build(method)
@@ -114,6 +117,7 @@ def measure(name: str, bundle_path: Path, data: Path) -> list[dict[str, Any]]:
             row = {
                 "model": name,
                 "method": method,
+                "weight_bits": quantizer.weight_bits,
                 "seconds": round(seconds, 1),
                 "valid_images": gate.images,
                 "agreement": gate.agreement,
@@ -141,15 +145,15 @@ def measure(name: str, bundle_path: Path, data: Path) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | method | valid images | agreement | fp32 → int8 top-1 | drop (95 % interval) "
+        "| model | method | weight bits | valid images | agreement | fp32 → int8 top-1 | drop (95 % interval) "
         "| fp32-only / int8-only | p | gate | float nodes | int8 / fp32 ms | build s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         low, high = row["drop_interval_points"]
         gate = ("**shipped**" if row["shipped"] else "accepted") if row["accepted"] else "refused"
         lines.append(
-            f"| {row['model']} | {row['method']} | {row['valid_images']} | "
+            f"| {row['model']} | {row['method']} | {row['weight_bits']} | {row['valid_images']} | "
             f"{row['agreement']:.1%} | {row['fp32_accuracy']:.1%} → {row['int8_accuracy']:.1%} | "
             f"{row['drop_points']:.2f} ({low:.1f} to {high:.1f}) | "
             f"{row['fp32_only']} / {row['int8_only']} | {row['p_value']:.2g} | {gate} | "
@@ -163,18 +167,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("bench-int8"))
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument(
+        "--weight-bits", type=int, choices=(7, 8), default=None,
+        help="int8 weight bits (default: ursa export's, by this CPU's int8 kernels)",
+    )  # fmt: skip
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     import onnxruntime
+
+    from ursa.core.cpu import int8_kernels
 
     started = os.getloadavg()
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), flush=True)
     rows = []
     for name in args.models:
         bundle, data = train(name, args.workdir)
-        rows += measure(name, bundle, data)
+        rows += measure(name, bundle, data, args.weight_bits)
     machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, onnxruntime "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, int8 kernels "
+        f"{int8_kernels()}, onnxruntime "
         f"{onnxruntime.__version__}; load average at the start {started[0]:.2f}, at the end "
         f"{os.getloadavg()[0]:.2f}"
     )

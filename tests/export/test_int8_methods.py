@@ -200,9 +200,10 @@ def test_without_pytorch_qat_is_left_out_and_the_refusal_says_so(
     message = str(caught.value)
     assert message.startswith("int8 model refused (static): ")
     assert (
-        "The qat method (the quantization-aware fine-tune) was not tried: it needs PyTorch "
-        "(pip install 'ursa[train]'). Calibrate on more" in message
+        "the qat method (the quantization-aware fine-tune) was not tried: it needs pytorch "
+        "(pip install 'ursa[train]')" in message.lower()
     )
+    assert "Calibrate on more" in message
     assert INT8_NAME not in read_bundle(bundle).members
 
 
@@ -216,11 +217,8 @@ def test_a_failing_fine_tune_keeps_the_other_methods_models(
     result = export_for_serving(bundle, onnx=False, int8=True, calibrate=tiny_served[1],
                                 max_drop=100.0, methods=("qat", "static"))  # fmt: skip
     assert result.int8 is not None and result.int8.method == "static"
-    assert len(result.int8.notes) == 1
-    assert (
-        result.int8.notes[0].startswith("the qat method failed (")
-        and "unreadable" in (result.int8.notes[0])
-    )
+    failed = [note for note in result.int8.notes if note.startswith("the qat method failed (")]
+    assert len(failed) == 1 and "unreadable" in failed[0], result.int8.notes
     assert any(line.startswith("note: the qat method failed") for line in result.int8.lines())
     assert INT8_NAME in read_bundle(bundle).members
     with pytest.raises(ExportError, match=r"^no int8 model was made: the qat method failed"):
@@ -287,18 +285,25 @@ def test_shape_arithmetic_stays_float(tmp_path: Path) -> None:
     assert relative_error(reference, logits(session_for(int8), inputs)) < 0.05
 
 
-def test_the_fake_quantized_network_predicts_what_onnx_runtime_int8_gives() -> None:
+@pytest.mark.parametrize("weight_bits", [7, 8])
+def test_the_fake_quantized_network_predicts_what_onnx_runtime_int8_gives(
+    weight_bits: int,
+) -> None:
     import torch
 
+    from ursa.core.cpu import int8_kernels
     from ursa.export.onnx import torch_to_onnx
 
+    if weight_bits == 8 and int8_kernels() != "exact":
+        pytest.skip("8-bit weights saturate in this CPU's int8 kernels (x86 without VNNI)")
     network, side = _padded_network()
     calibration, inputs = _colour_images(32, side, seed=1), _colour_images(16, side, seed=2)
-    with Quantizer(torch_to_onnx(network, side), calibration) as quantizer:
+    model = torch_to_onnx(network, side)
+    with Quantizer(model, calibration, weight_bits=weight_bits) as quantizer:
         int8 = logits(session_for(quantizer.quantize()), inputs)
     with torch.no_grad():
         fp32 = network(torch.from_numpy(inputs)).numpy()
-    activations, remove = instrument(network)
+    activations, remove = instrument(network, weight_bits)
     activations.start_observing()
     with torch.no_grad():
         network(torch.from_numpy(calibration))

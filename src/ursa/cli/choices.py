@@ -15,6 +15,8 @@ from ursa.core.preprocess import PadMode, ResizeMethod
 from ursa.data.labels import LabelMethod
 from ursa.gather.search import LicenseFilter
 
+#: ``ursa export --int8-weights``: int8 weight bits (auto: ``ursa.core.cpu.weight_bits_for``).
+Int8Weights = Literal["auto", "7", "8"]
 #: ``ursa serve --provider``: ONNX Runtime's execution providers (``ursa.core.runtime.PROVIDERS``).
 Provider = Literal["cpu", "cuda", "tensorrt"]
 #: ``ursa gather --provider``: the image searches (``ursa.gather.search.PROVIDERS``).

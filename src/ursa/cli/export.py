@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ursa.cli.choices import WebPrecision
+from ursa.cli.choices import Int8Weights, WebPrecision
 from ursa.cli.support import console, user_errors
 
 
@@ -25,6 +25,13 @@ def export(
         float,
         typer.Option(help="Accuracy points int8 may lose (a larger drop is refused when real)."),
     ] = 1.0,
+    int8_weights: Annotated[
+        Int8Weights,
+        typer.Option(
+            help="int8 weight bits: 7 keep their accuracy on every CPU, 8 only where int8 "
+            "kernels are exact (x86 with VNNI, ARM); auto: 8 on such a CPU, else 7."
+        ),
+    ] = "auto",
     web: Annotated[
         Path | None,
         typer.Option(metavar="DIR", help="Write a static site that runs the model in the browser."),
@@ -64,6 +71,7 @@ def export(
             result = export_for_serving(
                 bundle, onnx=onnx, int8=int8, calibrate=calibrate,
                 calibration_images=calibration_images, max_drop=max_drop,
+                weight_bits=None if int8_weights == "auto" else int(int8_weights),
             )  # fmt: skip
         export_report(console, result)
     if web is not None:

@@ -8,6 +8,7 @@ everywhere.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,10 +17,13 @@ from typing import Any
 import numpy as np
 
 from ursa.core.bundle import INPUT_NAME, INT8_NAME, ONNX_NAME, Bundle, BundleConfig, read_bundle
+from ursa.core.cpu import saturation_warning
 from ursa.core.errors import BundleError, ConfigError
 from ursa.core.imageio import MAX_PIXELS, DecodeBudget, ImageSource, check_image_size
 from ursa.core.prediction import Prediction, predictions_from_logits
 from ursa.core.preprocess import decode_size, prepare_input
+
+log = logging.getLogger(__name__)
 
 
 class BundleModel:
@@ -170,6 +174,16 @@ class Predictor(BundleModel):
         self.providers: list[str] = list(self._session.get_providers())
         graph_in, graph_out = self._session.get_inputs()[0], self._session.get_outputs()[0]
         check_graph_shapes(self.bundle, graph_in.shape, graph_out.shape)
+        self.int8_warning: str | None = None
+        """Why this int8 model's accuracy may not hold on this CPU (:mod:`ursa.core.cpu`)."""
+        if int8 and provider == "cpu":
+            exported = self.bundle.metrics.get("export")
+            report = exported.get("int8") if isinstance(exported, dict) else None
+            # Bundles exported before 7-bit weights existed have 8-bit ones.
+            bits = report.get("weight_bits", 8) if isinstance(report, dict) else 8
+            self.int8_warning = saturation_warning(int(bits))
+            if self.int8_warning:
+                log.warning("%s: %s", self.bundle.path, self.int8_warning)
 
     def _open_session(self, provider: str) -> Any:
         try:
@@ -232,4 +246,5 @@ class Predictor(BundleModel):
             "threads": self.threads,
             "spin": self.spin,
             "onnxruntime_version": ort.__version__,
+            "int8_warning": self.int8_warning,
         }

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ursa.core.bundle import INT8_NAME, ONNX_NAME, Bundle, read_bundle
+from ursa.core.cpu import int8_kernels, weight_bits_for
 from ursa.core.errors import ConfigError, DataError, UrsaError
 from ursa.export.gate import AGREEMENT_TARGET, MAX_DROP_POINTS, GateRule, judge, pick
 from ursa.export.onnx import (
@@ -71,6 +72,7 @@ def export_for_serving(
     calibration_images: int = 200,
     max_drop: float = MAX_DROP_POINTS,
     methods: Sequence[Method] = METHODS,
+    weight_bits: int | None = None,
 ) -> ExportResult:
     """Export the bundle at ``path`` to ONNX (and int8), check both, rewrite it atomically.
 
@@ -99,6 +101,8 @@ def export_for_serving(
         )
     if int8 and set(methods) == {"qat"} and not qat_available():
         raise ConfigError(QAT_NEEDS_TORCH.replace("was not tried", "cannot run"))
+    if weight_bits not in (None, 7, 8):
+        raise ConfigError(f"int8 weight bits {weight_bits}: use 7 or 8 (or None: by this CPU)")
     rule = GateRule(max_drop_points=max_drop)
     bundle = read_bundle(path)
     split = calibration_split(bundle, Path(calibrate)) if calibrate is not None else None
@@ -115,7 +119,7 @@ def export_for_serving(
     if int8 and split is not None:
         try:
             int8_bytes, report = _quantize(
-                bundle, onnx_bytes, split, calibration_images, rule, methods
+                bundle, onnx_bytes, split, calibration_images, rule, methods, weight_bits
             )
         except ExportError:
             if members:  # the checked fp32 model is kept even when int8 is refused
@@ -167,11 +171,25 @@ def _quantize(
     count: int,
     rule: GateRule,
     methods: Sequence[Method],
+    weight_bits: int | None = None,
 ) -> tuple[bytes, QuantizeReport]:
-    """The int8 model of ``methods`` to ship (see :func:`ursa.export.gate.pick`), its report."""
+    """The int8 model of ``methods`` to ship (see :func:`ursa.export.gate.pick`), its report.
+
+    ``weight_bits`` None: 8 where this CPU's int8 kernels are exact, else 7
+    (:func:`ursa.core.cpu.weight_bits_for`): the gate measures what this CPU computes.
+    """
     train, valid, labels = split
-    config = bundle.config.preprocess
     notes: list[str] = []
+    kernels = int8_kernels()
+    bits = weight_bits_for(kernels) if weight_bits is None else weight_bits
+    bits_notes = []  # said with the result, not as a reason no model was made
+    if bits < 8 and weight_bits is None:
+        bits_notes.append(
+            f"weights on 7 bits: this CPU's int8 kernels are {kernels} (8-bit weights saturate "
+            "on x86 CPUs without VNNI); --int8-weights 8 makes a model for VNNI or ARM CPUs, "
+            "whose accuracy this CPU cannot check"
+        )
+    config = bundle.config.preprocess
     if "qat" in methods and not qat_available():
         methods = [method for method in methods if method != "qat"]
         notes.append(QAT_NEEDS_TORCH)
@@ -180,7 +198,9 @@ def _quantize(
     fp32_top1 = top1(session_for(onnx_bytes), valid_inputs)
     candidates, gates = [], []
     source = QatSource(bundle, train)
-    with Quantizer(onnx_bytes, load_inputs(chosen, config), qat=source) as quantizer:
+    with Quantizer(
+        onnx_bytes, load_inputs(chosen, config), qat=source, weight_bits=bits
+    ) as quantizer:
         for method in methods:
             try:
                 candidates.append(quantizer.build(method))
@@ -221,7 +241,9 @@ def _quantize(
         if index != shipped
     ]
     if shipped is None:
-        raise refusal(candidates[-1].method, gates[-1], tried[:-1], note="; ".join(notes))
+        raise refusal(
+            candidates[-1].method, gates[-1], tried[:-1], note="; ".join(notes + bits_notes)
+        )
     candidate, gate = candidates[shipped], gates[shipped]
     if shipped not in int8_ms:
         fp32_ms, int8_ms[shipped] = side_by_side_ms([onnx_bytes, candidate.model], example)
@@ -239,6 +261,8 @@ def _quantize(
         int8_ms=int8_ms[shipped],
         build_seconds=round(candidate.seconds, 1),
         tried=tuple(tried),
-        notes=tuple(notes),
+        notes=tuple(notes + bits_notes),
+        weight_bits=bits,
+        kernels=kernels,
     )
     return candidate.model, report

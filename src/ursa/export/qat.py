@@ -53,6 +53,8 @@ __all__ = ["QatSettings", "QatSource", "fine_tune_for_int8"]
 
 #: int8 levels of ONNX Runtime's static quantization: symmetric weights, uint8 activations.
 WEIGHT_LEVELS = (-127, 127)
+#: ONNX Runtime's ``reduce_range`` for int8 weights (7 bits: :mod:`ursa.core.cpu`).
+REDUCED_WEIGHT_LEVELS = (-64, 64)
 ACTIVATION_LEVELS = (0, 255)
 
 
@@ -120,32 +122,33 @@ class _ActivationQuant:
         return torch.fake_quantize_per_tensor_affine(tensor, grid[0], grid[1], *ACTIVATION_LEVELS)
 
 
-def _weight_quantizer() -> Any:
+def _weight_quantizer(weight_bits: int = 8) -> Any:
     import torch
     from torch import nn
 
+    levels = WEIGHT_LEVELS if weight_bits == 8 else REDUCED_WEIGHT_LEVELS
+
     class WeightQuant(nn.Module):
-        """Per-output-channel symmetric int8 fake quantization of a weight."""
+        """Per-output-channel symmetric int8 fake quantization of a weight (on 7 bits:
+        ONNX Runtime's ``reduce_range``)."""
 
         def forward(self, weight: torch.Tensor) -> torch.Tensor:
             flat = weight.detach().reshape(weight.shape[0], -1)
-            scale = (flat.abs().amax(dim=1) / WEIGHT_LEVELS[1]).clamp_min(1e-12)
+            scale = (flat.abs().amax(dim=1) / levels[1]).clamp_min(1e-12)
             zeros = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
-            return torch.fake_quantize_per_channel_affine(
-                weight, scale.float(), zeros, 0, *WEIGHT_LEVELS
-            )
+            return torch.fake_quantize_per_channel_affine(weight, scale.float(), zeros, 0, *levels)
 
     return WeightQuant
 
 
-def instrument(network: Any) -> tuple[_ActivationQuant, Callable[[], None]]:
+def instrument(network: Any, weight_bits: int = 8) -> tuple[_ActivationQuant, Callable[[], None]]:
     """Add fake quantization to ``network`` in place; returns its activation quantizer and
     a function that removes every hook and parametrization (leaving the trained weights)."""
     from torch import nn
     from torch.nn.utils import parametrize
 
     activations = _ActivationQuant()
-    weight_quant = _weight_quantizer()
+    weight_quant = _weight_quantizer(weight_bits)
     handles = []
     parametrized = []
     done = "_ursa_fake_quantized"
@@ -188,11 +191,12 @@ def instrument(network: Any) -> tuple[_ActivationQuant, Callable[[], None]]:
     return activations, remove
 
 
-def fine_tune_for_int8(source: QatSource, calibration: np.ndarray) -> Any:
+def fine_tune_for_int8(source: QatSource, calibration: np.ndarray, weight_bits: int = 8) -> Any:
     """A fine-tuned copy of the bundle's network (eval mode, CPU, plain fp32 modules).
 
     ``calibration``: the (N, 3, H, W) inputs the activation ranges are measured on (the
-    ones ONNX Runtime will calibrate the exported model on).
+    ones ONNX Runtime will calibrate the exported model on); ``weight_bits``: 8, or 7 as
+    ONNX Runtime's ``reduce_range`` quantizes them.
     """
     import torch
 
@@ -211,7 +215,7 @@ def fine_tune_for_int8(source: QatSource, calibration: np.ndarray) -> Any:
     paths = rng.sample(paths, min(settings.images, len(paths)))
     inputs = torch.from_numpy(np.stack([prepare_input(path, config) for path in paths]))
     probe = torch.from_numpy(calibration)
-    activations, remove = instrument(student)
+    activations, remove = instrument(student, weight_bits)
     optimizer = torch.optim.Adam(student.parameters(), lr=settings.lr)
     started = time.perf_counter()
     try:

@@ -2,8 +2,10 @@
 
 Activations are calibrated once on the user's own training images (min/max over
 up to ``calibration_images`` of them, cached for every method); weights are
-quantized per channel; the format is QDQ (QuantizeLinear/DequantizeLinear pairs
-that ONNX Runtime fuses into int8 kernels).
+quantized per channel, on 8 bits where this CPU's int8 kernels are exact and on 7
+elsewhere (:mod:`ursa.core.cpu`: x86 CPUs without VNNI saturate 8-bit products); the
+format is QDQ (QuantizeLinear/DequantizeLinear pairs that ONNX Runtime fuses into int8
+kernels).
 
 Never quantized, whatever the method: the nodes that compute shapes (:func:`shape_nodes`:
 rounded pad widths shift feature maps) and the nodes that write the logits
@@ -52,6 +54,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ursa.core.bundle import INPUT_NAME
+from ursa.core.cpu import int8_kernels, weight_bits_for
 from ursa.core.errors import ConfigError, DataError
 from ursa.core.preprocess import PreprocessConfig, prepare_input
 from ursa.export.gate import MAX_DROP_POINTS, GateResult, GateRule, judge
@@ -110,6 +113,11 @@ class QuantizeReport:
     seconds."""
     notes: tuple[str, ...] = field(default=())
     """Methods left out, and why (PyTorch missing, a fine-tune that failed)."""
+    weight_bits: int = 8
+    """Bits of the int8 weights: 8, or 7 (``reduce_range``: never saturates on any CPU)."""
+    kernels: str = "exact"
+    """What the gate's CPU computed (:func:`ursa.core.cpu.int8_kernels`): exact or
+    saturating (or unknown)."""
 
     def lines(self) -> list[str]:
         """What ``ursa export --int8`` prints."""
@@ -120,6 +128,14 @@ class QuantizeReport:
             f"model time, one image: int8 {self.int8_ms:.2f} ms, fp32 {self.fp32_ms:.2f} ms "
             f"({self.int8_ms / max(self.fp32_ms, 1e-9):.2f}×); calibrated on "
             f"{self.calibration_images} images; {self.method} took {self.build_seconds:.0f} s",
+            f"weights on {self.weight_bits} bits, checked on a CPU whose int8 kernels are "
+            f"{self.kernels}"
+            + (
+                " (x86 without VNNI: serve it on such CPUs only after re-exporting with "
+                "--int8-weights 7)"
+                if self.weight_bits > 7 and self.kernels == "exact" and _x86()
+                else ""
+            ),
         ]
         for other in self.tried:
             verdict = "accepted" if other["accepted"] else "refused"
@@ -224,9 +240,16 @@ class Quantizer:
         qat: QatSource | None = None,
         *,
         reference: bytes | None = None,
+        weight_bits: int | None = None,
     ) -> None:
         if len(calibration) == 0:
             raise DataError("int8 calibration needs at least one image")
+        if weight_bits not in (None, 7, 8):
+            raise ConfigError(f"int8 weight bits {weight_bits}: use 7 or 8")
+        self.weight_bits = weight_bits_for(int8_kernels()) if weight_bits is None else weight_bits
+        """8, or 7: ONNX Runtime's ``reduce_range`` (weights in −64…64), which no CPU's
+        int8 kernels saturate (:mod:`ursa.core.cpu`). None: 8 where this CPU's int8
+        kernels are exact, else 7."""
         self.fp32_model = fp32_model
         self.reference_model = fp32_model if reference is None else reference
         """The model whose logits the sensitivity pass compares with (the fp32 model)."""
@@ -281,6 +304,7 @@ class Quantizer:
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            reduce_range=self.weight_bits == 7,
             nodes_to_exclude=sorted(self._always_float.union(exclude)),
             nodes_to_quantize=list(only) if only is not None else None,
             calibration_cache_path=self._cache,
@@ -386,9 +410,11 @@ class Quantizer:
         from ursa.export.onnx import torch_to_onnx
         from ursa.export.qat import fine_tune_for_int8
 
-        network = fine_tune_for_int8(self.qat_source, self.calibration)
+        network = fine_tune_for_int8(self.qat_source, self.calibration, self.weight_bits)
         tuned = torch_to_onnx(network, self.qat_source.bundle.config.preprocess.size)
-        with Quantizer(tuned, self.calibration, reference=self.reference_model) as inner:
+        with Quantizer(
+            tuned, self.calibration, reference=self.reference_model, weight_bits=self.weight_bits
+        ) as inner:
             return inner.sensitivity("qat")
 
 
@@ -406,6 +432,12 @@ SHAPE_INPUTS: dict[str, tuple[int, ...]] = {
     "ConstantOfShape": (0,),
     "Range": (0, 1, 2),
 }
+
+
+def _x86() -> bool:
+    import platform
+
+    return platform.machine().lower() in {"x86_64", "amd64", "i386", "i686", "x86"}
 
 
 def output_nodes(graph: Any) -> set[str]:
