@@ -145,8 +145,9 @@ def measure(
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | method | weight bits | valid images | agreement | fp32 → int8 top-1 | drop (95 % interval) "
-        "| fp32-only / int8-only | p | gate | float nodes | int8 / fp32 ms | build s |",
+        "| model | method | weight bits | valid images | agreement | fp32 → int8 top-1 "
+        "| drop (95 % interval) | fp32-only / int8-only | p | gate | float nodes "
+        "| int8 / fp32 ms | build s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
