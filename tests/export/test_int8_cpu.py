@@ -1,5 +1,6 @@
-"""int8 on CPUs whose int8 kernels saturate (x86 without VNNI): detection, 7-bit weights,
-and the warning a server gives for a model whose weights saturate here.
+"""int8 on CPUs whose int8 kernels saturate (x86 without VNNI): the detection checked on
+this CPU, 7-bit weights, and the warning a server gives for a model whose weights saturate
+here (the flag parsing alone: ``tests/core/test_cpu.py``).
 
 The detection is checked against this machine's own ONNX Runtime: a convolution whose
 8-bit products overflow a 16-bit pair sum gives different logits from the exact QDQ
@@ -17,28 +18,7 @@ import pytest
 from tests.export.bundles import copy_bundle, shared_tiny_bundle
 from ursa.core import cpu
 from ursa.core.bundle import INPUT_NAME, METRICS_NAME, read_bundle
-from ursa.core.cpu import kernels_from_flags, saturation_warning, weight_bits_for
 from ursa.export.quantize import Quantizer, logits, session_for
-
-VNNI_FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512_vnni\n"
-AVX2_FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
-
-
-def test_vnni_flags_mean_exact_kernels_and_8_bit_weights() -> None:
-    assert kernels_from_flags(VNNI_FLAGS) == "exact"
-    assert kernels_from_flags(VNNI_FLAGS.replace("avx512_vnni", "avx_vnni")) == "exact"
-    assert kernels_from_flags(AVX2_FLAGS) == "saturating"
-    assert kernels_from_flags("processor\t: 0\n") == "unknown"
-    assert weight_bits_for("exact") == 8
-    assert weight_bits_for("saturating") == weight_bits_for("unknown") == 7
-
-
-def test_the_warning_is_for_8_bit_weights_on_saturating_kernels_only() -> None:
-    warning = saturation_warning(8, "saturating")
-    assert warning is not None and "--int8-weights 7" in warning and "fp32" in warning
-    assert saturation_warning(7, "saturating") is None
-    assert saturation_warning(8, "exact") is None
-    assert saturation_warning(8, "unknown") is None
 
 
 def _saturating_model() -> bytes:
