@@ -652,6 +652,12 @@ def test_httptools_asked_for_but_missing_is_a_settings_error(
 
     assert protocol_class("auto").__name__ == "ClientLimitedHttpToolsProtocol"  # installed
     assert protocol_class("h11") is ClientLimitedProtocol
+    import functools
+    import pickle
+
+    for parser in ("httptools", "h11"):  # several workers get the protocol pickled
+        made = functools.partial(protocol_class(parser), per_client=1, first_request_timeout=1.0)
+        assert pickle.loads(pickle.dumps(made)).func is protocol_class(parser)
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "httptools" else real(name)

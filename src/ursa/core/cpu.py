@@ -66,7 +66,8 @@ def saturation_warning(weight_bits: int, kernels: Int8Kernels | None = None) -> 
         return None
     return (
         f"this int8 model has {weight_bits}-bit weights, which this CPU's int8 kernels "
-        "(x86 without VNNI) sum with 16-bit saturation: its accuracy here is lower than the "
-        "export measured. Serve fp32, or re-export with `ursa export BUNDLE --int8 "
-        "--calibrate DATA --int8-weights 7` (weights that never saturate)"
+        "(x86 without VNNI) sum with 16-bit saturation: its accuracy here may be lower than "
+        "on a CPU with VNNI or ARM, where 8-bit weights are meant to run. Serve fp32, or "
+        "re-export with `ursa export BUNDLE --int8 --calibrate DATA --int8-weights 7` "
+        "(weights that never saturate)"
     )

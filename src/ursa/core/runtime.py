@@ -181,7 +181,7 @@ class Predictor(BundleModel):
             report = exported.get("int8") if isinstance(exported, dict) else None
             # Bundles exported before 7-bit weights existed have 8-bit ones.
             bits = report.get("weight_bits", 8) if isinstance(report, dict) else 8
-            self.int8_warning = saturation_warning(int(bits))
+            self.int8_warning = saturation_warning(bits if bits in (7, 8) else 8)
             if self.int8_warning:
                 log.warning("%s: %s", self.bundle.path, self.int8_warning)
 

@@ -189,9 +189,6 @@ def protocol_class(parser: HttpParser = "auto") -> type[ClientLimits]:
             "URSA_HTTP=httptools needs the httptools package: pip install httptools "
             "(ursa[serve] installs it), or set URSA_HTTP=h11"
         )
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    class ClientLimitedHttpToolsProtocol(ClientLimits, HttpToolsProtocol):
-        """uvicorn's httptools protocol with :class:`ClientLimits`."""
+    from ursa.serve.httptools_protocol import ClientLimitedHttpToolsProtocol
 
     return ClientLimitedHttpToolsProtocol
