@@ -27,6 +27,15 @@ EXACT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 PORTABLE_WEIGHT_BITS = 7
 
 
+#: ``platform.machine()`` names (lower case) of x86 CPUs.
+X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
+
+
+def is_x86() -> bool:
+    """Whether this is an x86 CPU, where int8 kernels may saturate."""
+    return platform.machine().lower() in X86_MACHINES
+
+
 @functools.cache
 def int8_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> Int8Kernels:
     """``exact`` (ARM, or x86 with VNNI), ``saturating`` (x86 without it), or ``unknown``
@@ -34,7 +43,7 @@ def int8_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> Int8Kernels:
     machine = platform.machine().lower()
     if machine in {"aarch64", "arm64", "armv8l"}:
         return "exact"
-    if machine not in {"x86_64", "amd64", "i386", "i686", "x86"}:
+    if machine not in X86_MACHINES:
         return "unknown"
     try:
         text = cpuinfo.read_text(errors="replace")

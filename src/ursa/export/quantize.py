@@ -54,7 +54,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ursa.core.bundle import INPUT_NAME
-from ursa.core.cpu import int8_kernels, weight_bits_for
+from ursa.core.cpu import int8_kernels, is_x86, weight_bits_for
 from ursa.core.errors import ConfigError, DataError
 from ursa.core.preprocess import PreprocessConfig, prepare_input
 from ursa.export.gate import MAX_DROP_POINTS, GateResult, GateRule, judge
@@ -133,7 +133,7 @@ class QuantizeReport:
             + (
                 " (x86 without VNNI: serve it on such CPUs only after re-exporting with "
                 "--int8-weights 7)"
-                if self.weight_bits > 7 and self.kernels == "exact" and _x86()
+                if self.weight_bits > 7 and self.kernels == "exact" and is_x86()
                 else ""
             ),
         ]
@@ -432,12 +432,6 @@ SHAPE_INPUTS: dict[str, tuple[int, ...]] = {
     "ConstantOfShape": (0,),
     "Range": (0, 1, 2),
 }
-
-
-def _x86() -> bool:
-    import platform
-
-    return platform.machine().lower() in {"x86_64", "amd64", "i386", "i686", "x86"}
 
 
 def output_nodes(graph: Any) -> set[str]:

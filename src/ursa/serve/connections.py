@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
 import ipaddress
 import json
 import logging
@@ -32,7 +31,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ursa.core.errors import ConfigError
 from ursa.serve.guard import SECURITY_HEADERS
-from ursa.serve.settings import HttpParser
+from ursa.serve.settings import HTTPTOOLS_MISSING, HttpParser, httptools_installed
 
 log = logging.getLogger(__name__)
 
@@ -172,11 +171,6 @@ class ClientLimitedProtocol(ClientLimits, H11Protocol):
     """uvicorn's h11 protocol with :class:`ClientLimits`."""
 
 
-def httptools_installed() -> bool:
-    """Whether uvicorn's httptools protocol can be used (``httptools`` is installed)."""
-    return importlib.util.find_spec("httptools") is not None
-
-
 @functools.cache
 def protocol_class(parser: HttpParser = "auto") -> type[ClientLimits]:
     """The limited protocol for ``parser``: httptools' when asked for, or for ``auto`` when
@@ -185,10 +179,7 @@ def protocol_class(parser: HttpParser = "auto") -> type[ClientLimits]:
     if parser == "h11" or (parser == "auto" and not httptools_installed()):
         return ClientLimitedProtocol
     if not httptools_installed():
-        raise ConfigError(
-            "URSA_HTTP=httptools needs the httptools package: pip install httptools "
-            "(ursa[serve] installs it), or set URSA_HTTP=h11"
-        )
+        raise ConfigError(f"URSA_HTTP=httptools: {HTTPTOOLS_MISSING}")
     from ursa.serve.httptools_protocol import ClientLimitedHttpToolsProtocol
 
     return ClientLimitedHttpToolsProtocol

@@ -16,6 +16,16 @@ MIB = 1024 * 1024
 
 #: ``URSA_HTTP``: which HTTP/1.1 parser ``ursa serve`` uses; ``auto`` is httptools when installed.
 HttpParser = Literal["auto", "httptools", "h11"]
+#: What a server asked for httptools without it is told.
+HTTPTOOLS_MISSING = (
+    "httptools is not installed: pip install httptools (ursa[serve] installs it), "
+    "or set URSA_HTTP=h11"
+)
+
+
+def httptools_installed() -> bool:
+    """Whether uvicorn's httptools protocol can be used (``httptools`` is installed)."""
+    return importlib.util.find_spec("httptools") is not None
 
 
 class ServeSettings(BaseSettings):
@@ -82,11 +92,8 @@ class ServeSettings(BaseSettings):
     @field_validator("http")
     @classmethod
     def _parser_installed(cls, value: HttpParser) -> HttpParser:
-        if value == "httptools" and importlib.util.find_spec("httptools") is None:
-            raise ValueError(
-                "httptools is not installed: pip install httptools (ursa[serve] installs "
-                "it), or set URSA_HTTP=h11"
-            )
+        if value == "httptools" and not httptools_installed():
+            raise ValueError(HTTPTOOLS_MISSING)
         return value
 
     @field_validator("allowed_hosts", mode="before")
