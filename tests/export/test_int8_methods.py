@@ -285,6 +285,68 @@ def test_shape_arithmetic_stays_float(tmp_path: Path) -> None:
     assert relative_error(reference, logits(session_for(int8), inputs)) < 0.05
 
 
+def test_the_sensitivity_pass_ranks_a_convolution_with_its_pad_and_activation() -> None:
+    from ursa.export.onnx import torch_to_onnx
+
+    network, side = _padded_network()
+    inputs = _colour_images(16, side, seed=0)
+    fp32 = torch_to_onnx(network, side)
+    with Quantizer(fp32, inputs) as quantizer:
+        groups = quantizer.candidate_groups()
+        kinds = {node.name: node.op_type for node in quantizer._graph.node}
+        shapes = [tuple(kinds[name] for name in group) for group in groups]
+        # Both ReLU6 convolutions come with their Pad and Clip; the linear bottleneck alone.
+        assert shapes.count(("Pad", "Conv", "Clip")) == 2
+        assert ("Conv",) in shapes
+        assert sorted(name for group in groups for name in group) == sorted(
+            quantizer.candidate_nodes()
+        )
+        # Quantized with its ReLU6, the depthwise convolution's output is rounded over
+        # 0..6 (as in the whole int8 model); without it, over its raw range: more error.
+        reference = logits(session_for(fp32), inputs)
+        grouped = groups[1]
+        with_clip = quantizer.quantize(only=grouped)
+        without = quantizer.quantize(only=grouped[:-1])
+        assert relative_error(reference, logits(session_for(with_clip), inputs)) < 0.5 * (
+            relative_error(reference, logits(session_for(without), inputs))
+        )
+
+
+def test_nodes_kept_in_float_keep_float_weights_at_run_time() -> None:
+    import onnxruntime as ort
+
+    from ursa.export.onnx import torch_to_onnx
+
+    def without_weight_rounding(model: bytes) -> np.ndarray:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(
+            model, options, ["CPUExecutionProvider"],
+            disabled_optimizers=["WeightBiasQuantization"],
+        )  # fmt: skip
+        return logits(session, inputs)
+
+    network, side = _padded_network()
+    inputs = _colour_images(16, side, seed=3)
+    fp32 = torch_to_onnx(network, side)
+    with Quantizer(fp32, inputs) as quantizer:
+        # The linear bottleneck's convolution in float; the classifier always is.
+        model = quantizer.quantize(exclude=["/4/Conv"])
+        as_written = quantizer._target.read_bytes()  # ONNX Runtime's quantizer's own output
+    onnx.checker.check_model(onnx.load_from_string(model))
+    # Left as the quantizer wrote it, the session's optimiser rounds the float weights
+    # of both nodes to per-tensor int8; with a private per-channel DequantizeLinear each,
+    # the model computes what it says, optimised as it is in serving.
+    written = logits(session_for(as_written), inputs)
+    assert relative_error(without_weight_rounding(as_written), written) > 1e-4
+    kept = logits(session_for(model), inputs)
+    assert np.allclose(kept, without_weight_rounding(model), rtol=1e-5, atol=1e-5)
+    assert np.allclose(kept, without_weight_rounding(as_written), rtol=1e-5, atol=1e-5)
+    graph = onnx.load_from_string(model).graph
+    copies = [node for node in graph.node if node.name.endswith("_float_input_DequantizeLinear")]
+    assert len(copies) == 2 and all(node.op_type == "DequantizeLinear" for node in copies)
+
+
 @pytest.mark.parametrize("weight_bits", [7, 8])
 def test_the_fake_quantized_network_predicts_what_onnx_runtime_int8_gives(
     weight_bits: int,

@@ -9,7 +9,9 @@ kernels).
 
 Never quantized, whatever the method: the nodes that compute shapes (:func:`shape_nodes`:
 rounded pad widths shift feature maps) and the nodes that write the logits
-(:func:`output_nodes`).
+(:func:`output_nodes`). What stays float stays float at run time too
+(:func:`keep_float_weights`: ONNX Runtime's session optimiser would otherwise round the
+weights of float convolutions and of the classifier to per-tensor int8).
 
 Methods (:data:`METHODS`, in the order ``ursa export --int8`` tries them):
 
@@ -18,11 +20,11 @@ Methods (:data:`METHODS`, in the order ``ursa export --int8`` tries them):
 ``sensitivity``
     the few nodes whose quantization moves the logits most stay in float,
     everything else int8. Each candidate (a node, or a convolution with the ``Pad``
-    before it: :meth:`Quantizer.candidate_groups`) is quantized *alone* (the rest
-    float) on :data:`SENSITIVITY_IMAGES` calibration images and ranked by how far
-    its logits move from fp32's (errors that several nodes share, such as one
-    outlier tensor read by three, show up on each of them, which excluding one
-    node at a time from the int8 model would hide). Then the top 1, 2, … of the
+    before it and the ReLU6 after it: :meth:`Quantizer.candidate_groups`) is quantized
+    *alone* (the rest float) on :data:`SENSITIVITY_IMAGES` calibration images and
+    ranked by how far its logits move from fp32's (errors that several nodes share,
+    such as one outlier tensor read by three, show up on each of them, which
+    excluding one node at a time from the int8 model would hide). Then the top 1, 2, … of the
     ranking (at most :func:`float_budget`) are kept in float, and the shortest
     prefix whose int8 model was a tenth closer to fp32 than every shorter one is
     taken. Float rather than 16-bit activations: ONNX Runtime's CPU provider has
@@ -309,7 +311,7 @@ class Quantizer:
             nodes_to_quantize=list(only) if only is not None else None,
             calibration_cache_path=self._cache,
         )
-        return self._target.read_bytes()
+        return keep_float_weights(self._target.read_bytes())
 
     def candidate_nodes(self) -> list[str]:
         """Names of the nodes ONNX Runtime would quantize, in graph order."""
@@ -338,20 +340,29 @@ class Quantizer:
     def candidate_groups(self) -> list[tuple[str, ...]]:
         """The candidate nodes in the units the sensitivity pass keeps in float, in graph order.
 
-        A convolution whose input is padded by a ``Pad`` node (timm's "same" padding)
-        goes with that node: on ``benchmarks/int8.py``'s digits model, keeping one such
-        depthwise convolution in float with its ``Pad`` still int8 took the logit error
-        from 0.08 to 0.77, and with its ``Pad`` to 0.07.
+        A convolution goes with the ``Pad`` before it (timm's "same" padding) and with
+        the ``Clip``/``Relu`` after it (ReLU6), where each is its only reader and a
+        candidate too:
+
+        * the ``Pad``: on ``benchmarks/int8.py``'s digits model, keeping one such
+          depthwise convolution in float with its ``Pad`` still int8 took the logit error
+          from 0.08 to 0.77, and with its ``Pad`` to 0.07;
+        * the activation: quantized without it, a convolution's output is rounded over its
+          raw range (−33 to 39 at the digits model's stem), not ReLU6's 0 to 6 as in the
+          whole int8 model, where ONNX Runtime folds the activation into the convolution's
+          output quantization; ranked alone, such convolutions looked several times more
+          damaging than they are.
         """
         nodes = self.candidate_nodes()
         wanted = set(nodes)
         graph = self._graph
         producer = {output: node for node in graph.node for output in node.output}
-        readers: dict[str, int] = {}
+        readers: dict[str, list[Any]] = {}
         for node in graph.node:
             for name in node.input:
-                readers[name] = readers.get(name, 0) + 1
-        partner: dict[str, str] = {}  # conv -> its Pad
+                readers.setdefault(name, []).append(node)
+        before: dict[str, str] = {}  # conv -> its Pad
+        after: dict[str, str] = {}  # conv -> its activation
         for node in graph.node:
             if node.op_type != "Conv" or node.name not in wanted or not node.input:
                 continue
@@ -360,15 +371,28 @@ class Quantizer:
                 pad is not None
                 and pad.op_type == "Pad"
                 and pad.name in wanted
-                and readers.get(pad.output[0], 0) == 1
+                and len(readers.get(pad.output[0], ())) == 1
             ):
-                partner[node.name] = pad.name
-        absorbed = set(partner.values())
-        return [
-            (partner[name], name) if name in partner else (name,)
-            for name in nodes
-            if name not in absorbed
-        ]
+                before[node.name] = pad.name
+            following = readers.get(node.output[0], [])
+            if (
+                len(following) == 1
+                and following[0].op_type in ("Clip", "Relu")
+                and following[0].name in wanted
+            ):
+                after[node.name] = following[0].name
+        absorbed = set(before.values()) | set(after.values())
+        groups = []
+        for name in nodes:
+            if name in absorbed:
+                continue
+            group = [name]
+            if name in before:
+                group.insert(0, before[name])
+            if name in after:
+                group.append(after[name])
+            groups.append(tuple(group))
+        return groups
 
     def sensitivity(self, method: Method = "sensitivity") -> Int8Candidate:
         """int8 with the most sensitive nodes kept in float (see the module notes)."""
@@ -416,6 +440,93 @@ class Quantizer:
             tuned, self.calibration, reference=self.reference_model, weight_bits=self.weight_bits
         ) as inner:
             return inner.sensitivity("qat")
+
+
+#: ONNX Runtime's operators whose float weights its ``WeightBiasQuantization`` optimiser
+#: rounds to int8 when their input is dequantized (see :func:`keep_float_weights`).
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm")
+
+
+def keep_float_weights(model: bytes) -> bytes:
+    """The QDQ model with its float convolutions and matrix products left float at run time.
+
+    ONNX Runtime's session optimiser (``WeightBiasQuantization``, on by default, in the
+    browser's runtime too) rounds the float weights of a ``Conv``, ``ConvTranspose`` or
+    ``Gemm`` whose input comes from a per-tensor ``DequantizeLinear`` to *per-tensor*
+    int8, so the nodes an int8 method keeps in float, and the classifier, ran with
+    coarser weights than the int8 nodes' per-channel ones. On ``benchmarks/int8.py``'s
+    digits model, with four units kept in float, that took the logit error from 0.025
+    to 0.037; keeping one more unit in float could make the model worse.
+
+    Each such node gets its own copy of the ``DequantizeLinear`` with the same scale and
+    zero point repeated per channel (``axis=1``): the same numbers, which the optimiser
+    leaves alone (it handles per-tensor inputs only).
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load_from_string(model)
+    graph = proto.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    producer = {output: node for node in graph.node for output in node.output}
+    copies: list[tuple[Any, Any]] = []  # (its DequantizeLinear, the private copy)
+    for node in graph.node:
+        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+            continue
+        weight = initializers.get(node.input[1])
+        source = producer.get(node.input[0])
+        if (
+            weight is None
+            or weight.data_type != onnx.TensorProto.FLOAT
+            or source is None
+            or source.op_type != "DequantizeLinear"
+            or len(source.input) < 3
+        ):
+            continue
+        scale, zero = initializers.get(source.input[1]), initializers.get(source.input[2])
+        if scale is None or zero is None or max([1, *scale.dims, *zero.dims]) != 1:
+            continue  # already per channel, or not constant: the optimiser skips it too
+        attributes = {
+            attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute
+        }
+        shape = list(weight.dims)
+        if node.op_type == "Conv":
+            channels = shape[1] * int(attributes.get("group", 1))
+        elif node.op_type == "ConvTranspose":
+            channels = shape[0]
+        else:  # Gemm: A is (N, K) unless transA
+            if attributes.get("transA", 0):
+                continue
+            channels = shape[1] if attributes.get("transB", 0) else shape[0]
+        scales = np.full(channels, numpy_helper.to_array(scale).reshape(()), np.float32)
+        zeros = np.full(channels, numpy_helper.to_array(zero).reshape(()))
+        stem = f"{node.output[0]}_float_input"  # tensor names are unique
+        graph.initializer.extend(
+            [numpy_helper.from_array(scales, f"{stem}_scale"),
+             numpy_helper.from_array(zeros, f"{stem}_zero_point")]
+        )  # fmt: skip
+        copy = helper.make_node(
+            "DequantizeLinear",
+            [source.input[0], f"{stem}_scale", f"{stem}_zero_point"],
+            [stem],
+            name=f"{stem}_DequantizeLinear",
+            axis=1,
+        )
+        node.input[0] = stem
+        copies.append((source, copy))
+    if not copies:
+        return model
+    after: dict[str, list[Any]] = {}  # each copy right after the node it copies: in order
+    for source, copy in copies:
+        after.setdefault(source.output[0], []).append(copy)
+    nodes = []
+    for node in graph.node:
+        nodes.append(onnx.NodeProto())
+        nodes[-1].CopyFrom(node)
+        nodes.extend(after.get(node.output[0], ()) if node.output else ())
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return proto.SerializeToString()
 
 
 #: The inputs of these operators that are shapes, sizes or indices, not image data.
