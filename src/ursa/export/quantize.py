@@ -11,7 +11,7 @@ Never quantized, whatever the method: the nodes that compute shapes (:func:`shap
 rounded pad widths shift feature maps) and the nodes that write the logits
 (:func:`output_nodes`). What stays float stays float at run time too
 (:func:`keep_float_weights`: ONNX Runtime's session optimiser would otherwise round the
-weights of float convolutions and of the classifier to per-tensor int8).
+weights of float convolutions between int8 nodes to per-tensor int8).
 
 Methods (:data:`METHODS`, in the order ``ursa export --int8`` tries them):
 
@@ -443,24 +443,30 @@ class Quantizer:
 
 
 #: ONNX Runtime's operators whose float weights its ``WeightBiasQuantization`` optimiser
-#: rounds to int8 when their input is dequantized (see :func:`keep_float_weights`).
+#: rounds to int8 between a dequantized input and a quantized output
+#: (see :func:`keep_float_weights`).
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm")
 
 
 def keep_float_weights(model: bytes) -> bytes:
-    """The QDQ model with its float convolutions and matrix products left float at run time.
+    """The QDQ model with its float convolutions left float at run time.
 
     ONNX Runtime's session optimiser (``WeightBiasQuantization``, on by default, in the
-    browser's runtime too) rounds the float weights of a ``Conv``, ``ConvTranspose`` or
-    ``Gemm`` whose input comes from a per-tensor ``DequantizeLinear`` to *per-tensor*
-    int8, so the nodes an int8 method keeps in float, and the classifier, ran with
-    coarser weights than the int8 nodes' per-channel ones. On ``benchmarks/int8.py``'s
-    digits model, with four units kept in float, that took the logit error from 0.025
-    to 0.037; keeping one more unit in float could make the model worse.
+    browser's runtime too) rounds to *per-tensor* int8 the float weights of a ``Conv``,
+    ``ConvTranspose`` or ``Gemm`` that reads a per-tensor ``DequantizeLinear`` and whose
+    output goes (through a ``Relu`` or ``Clip`` or not) into a ``QuantizeLinear``: the
+    nodes an int8 method keeps in float between int8 ones ran with coarser weights than
+    the int8 nodes' per-channel ones. On ``benchmarks/int8.py``'s digits model, with
+    four units kept in float, that took the logit error from 0.025 to 0.037; keeping one
+    more unit in float could make the model worse. (The classifier, whose output is the
+    logits, is not rounded.)
 
     Each such node gets its own copy of the ``DequantizeLinear`` with the same scale and
     zero point repeated per channel (``axis=1``): the same numbers, which the optimiser
-    leaves alone (it handles per-tensor inputs only).
+    leaves alone (it rounds behind per-tensor inputs only); a ``DequantizeLinear`` left
+    with no reader is removed. Not done, so still rounded: a node with one input
+    channel (a per-channel scale of one value counts as per tensor) and inputs whose
+    scale or zero point is not an initializer (ONNX Runtime's quantizer writes none).
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -469,9 +475,24 @@ def keep_float_weights(model: bytes) -> bytes:
     graph = proto.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     producer = {output: node for node in graph.node for output in node.output}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def quantized_after(node: Any) -> bool:
+        """Whether ``node``'s output goes, without branching, through Relu/Clip into a Q."""
+        while node.output and len(following := readers.get(node.output[0], [])) == 1:
+            node = following[0]
+            if node.op_type == "QuantizeLinear":
+                return True
+            if node.op_type not in ("Relu", "Clip"):
+                return False
+        return False
+
     copies: list[tuple[Any, Any]] = []  # (its DequantizeLinear, the private copy)
     for node in graph.node:
-        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2 or not node.output:
             continue
         weight = initializers.get(node.input[1])
         source = producer.get(node.input[0])
@@ -481,11 +502,12 @@ def keep_float_weights(model: bytes) -> bytes:
             or source is None
             or source.op_type != "DequantizeLinear"
             or len(source.input) < 3
+            or not quantized_after(node)
         ):
             continue
         scale, zero = initializers.get(source.input[1]), initializers.get(source.input[2])
         if scale is None or zero is None or max([1, *scale.dims, *zero.dims]) != 1:
-            continue  # already per channel, or not constant: the optimiser skips it too
+            continue  # per channel already, or not an initializer (see above)
         attributes = {
             attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute
         }
@@ -498,12 +520,15 @@ def keep_float_weights(model: bytes) -> bytes:
             if attributes.get("transA", 0):
                 continue
             channels = shape[1] if attributes.get("transB", 0) else shape[0]
-        scales = np.full(channels, numpy_helper.to_array(scale).reshape(()), np.float32)
-        zeros = np.full(channels, numpy_helper.to_array(zero).reshape(()))
+        if channels < 2:
+            continue  # one value per channel is a per-tensor scale to the optimiser
+        scale_value = numpy_helper.to_array(scale)
         stem = f"{node.output[0]}_float_input"  # tensor names are unique
         graph.initializer.extend(
-            [numpy_helper.from_array(scales, f"{stem}_scale"),
-             numpy_helper.from_array(zeros, f"{stem}_zero_point")]
+            [numpy_helper.from_array(np.full(channels, scale_value.reshape(()),
+                                             scale_value.dtype), f"{stem}_scale"),
+             numpy_helper.from_array(np.full(channels, numpy_helper.to_array(zero).reshape(())),
+                                     f"{stem}_zero_point")]
         )  # fmt: skip
         copy = helper.make_node(
             "DequantizeLinear",
@@ -516,13 +541,17 @@ def keep_float_weights(model: bytes) -> bytes:
         copies.append((source, copy))
     if not copies:
         return model
+    read = {name for node in graph.node for name in node.input} | {
+        output.name for output in graph.output
+    }
     after: dict[str, list[Any]] = {}  # each copy right after the node it copies: in order
     for source, copy in copies:
         after.setdefault(source.output[0], []).append(copy)
     nodes = []
     for node in graph.node:
-        nodes.append(onnx.NodeProto())
-        nodes[-1].CopyFrom(node)
+        if node.op_type != "DequantizeLinear" or node.output[0] in read:
+            nodes.append(onnx.NodeProto())
+            nodes[-1].CopyFrom(node)
         nodes.extend(after.get(node.output[0], ()) if node.output else ())
     del graph.node[:]
     graph.node.extend(nodes)
