@@ -23,7 +23,7 @@ from ursa.core.bundle import INT8_NAME, ONNX_NAME, read_bundle, write_bundle
 from ursa.core.errors import ConfigError
 from ursa.core.runtime import Predictor
 from ursa.export.deploy import calibration_split, export_for_serving
-from ursa.export.onnx import ExportError
+from ursa.export.onnx import ExportError, fold_static_pads
 from ursa.export.qat import QatSettings, QatSource, fine_tune_for_int8, instrument
 from ursa.export.quantize import (
     METHODS,
@@ -249,7 +249,7 @@ def _padded_network() -> tuple[object, int]:
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 3.0)
-    return network.eval(), 33  # an odd side: the pads differ on the two sides
+    return network.eval(), 33  # an odd side ("same" pads 1 on each side at both strides)
 
 
 def _colour_images(count: int, side: int, seed: int) -> np.ndarray:
@@ -265,7 +265,7 @@ def test_shape_arithmetic_stays_float(tmp_path: Path) -> None:
     from ursa.export.onnx import torch_to_onnx
 
     network, side = _padded_network()
-    fp32 = torch_to_onnx(network, side)
+    fp32 = torch_to_onnx(network, side, static_pads=False)  # the pads computed at run time
     inputs = _colour_images(16, side, seed=0)
     with Quantizer(fp32, inputs) as quantizer:
         found = shape_nodes(onnx.load(str(quantizer._prepared)).graph)
@@ -285,12 +285,47 @@ def test_shape_arithmetic_stays_float(tmp_path: Path) -> None:
     assert relative_error(reference, logits(session_for(int8), inputs)) < 0.05
 
 
+@pytest.mark.parametrize(("side", "first_pads"), [(32, [0, 0, 1, 1]), (33, [1, 1, 1, 1])])
+def test_same_padding_computed_at_run_time_is_folded_into_the_convolutions(
+    side: int, first_pads: list[int]
+) -> None:
+    import torch
+
+    from ursa.export.onnx import torch_to_onnx
+
+    network, _ = _padded_network()
+    dynamic = torch_to_onnx(network, side, static_pads=False)
+    folded = torch_to_onnx(network, side)
+    kinds = [node.op_type for node in onnx.load_from_string(dynamic).graph.node]
+    assert kinds.count("Pad") == 2 and "Shape" in kinds
+    graph = onnx.load_from_string(folded).graph
+    onnx.checker.check_model(onnx.load_from_string(folded))
+    assert {node.op_type for node in graph.node} == {
+        "Conv", "Clip", "Constant", "GlobalAveragePool", "Flatten", "Gemm"
+    }  # fmt: skip  # Constant: the Clips' bounds
+    pads = [
+        list(attribute.ints)
+        for node in graph.node
+        for attribute in node.attribute
+        if node.op_type == "Conv" and attribute.name == "pads"
+    ]
+    # "Same" padding (top, left, bottom, right): on an even side the one extra row and
+    # column go after, as TensorFlow pads.
+    assert pads[0] == first_pads
+    for count in (1, 3):  # the batch axis stays dynamic
+        inputs = _colour_images(count, side, seed=4)
+        with torch.no_grad():
+            reference = network(torch.from_numpy(inputs)).numpy()
+        assert np.allclose(logits(session_for(folded), inputs), reference, atol=1e-5)
+    assert fold_static_pads(folded) == folded  # nothing left to fold
+
+
 def test_the_sensitivity_pass_ranks_a_convolution_with_its_pad_and_activation() -> None:
     from ursa.export.onnx import torch_to_onnx
 
     network, side = _padded_network()
     inputs = _colour_images(16, side, seed=0)
-    fp32 = torch_to_onnx(network, side)
+    fp32 = torch_to_onnx(network, side, static_pads=False)  # with its Pad nodes
     with Quantizer(fp32, inputs) as quantizer:
         groups = quantizer.candidate_groups()
         kinds = {node.name: node.op_type for node in quantizer._graph.node}
