@@ -320,6 +320,44 @@ def test_same_padding_computed_at_run_time_is_folded_into_the_convolutions(
     assert fold_static_pads(folded) == folded  # nothing left to fold
 
 
+def _pad_conv_model(side: int | str, pad_is_an_output: bool) -> bytes:
+    """Pad (widths from a Constant node, not an initializer) then Conv, by hand."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    widths = np.array([0, 0, 0, 1, 0, 0, 1, 2], np.int64)  # top 0, left 1, bottom 1, right 2
+    weight = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Constant", [], ["widths"], value=numpy_helper.from_array(widths)),
+        helper.make_node("Pad", ["input", "widths"], ["padded"], name="pad"),
+        helper.make_node("Conv", ["padded", "weight"], ["logits"], name="conv"),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)]
+    if pad_is_an_output:
+        outputs.append(helper.make_tensor_value_info("padded", TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes, "pad-conv",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, side, side])],
+        outputs, [numpy_helper.from_array(weight, "weight")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_only_pads_that_can_be_fixed_are_folded() -> None:
+    inputs = _colour_images(2, 8, seed=5)
+    model = _pad_conv_model(8, pad_is_an_output=False)
+    folded = fold_static_pads(model)
+    graph = onnx.load_from_string(folded).graph
+    assert [node.op_type for node in graph.node] == ["Conv"]
+    assert [list(a.ints) for a in graph.node[0].attribute if a.name == "pads"] == [[0, 1, 1, 2]]
+    assert np.allclose(logits(session_for(folded), inputs), logits(session_for(model), inputs))
+    # Left as they are: a Pad whose output the graph returns, and a graph whose height and
+    # width are not fixed (the widths could differ from image to image).
+    for unchanged in (_pad_conv_model(8, pad_is_an_output=True), _pad_conv_model("h", False)):
+        assert fold_static_pads(unchanged) == unchanged
+
+
 def test_the_sensitivity_pass_ranks_a_convolution_with_its_pad_and_activation() -> None:
     from ursa.export.onnx import torch_to_onnx
 

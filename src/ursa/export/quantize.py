@@ -431,11 +431,21 @@ class Quantizer:
                 "the qat int8 method fine-tunes the bundle's weights: give the Quantizer a "
                 "QatSource (the bundle and its training images)"
             )
-        from ursa.export.onnx import torch_to_onnx
+        import torch
+
+        from ursa.export.onnx import check_parity, ort_logits, torch_to_onnx
         from ursa.export.qat import fine_tune_for_int8
 
         network = fine_tune_for_int8(self.qat_source, self.calibration, self.weight_bits)
-        tuned = torch_to_onnx(network, self.qat_source.bundle.config.preprocess.size)
+        # The graph in the fp32 model's form (its pads folded at export, or computed at
+        # run time in a bundle exported before), so that the methods' times compare.
+        folded = not any(node.op_type == "Pad" for node in self._graph.node)
+        size = self.qat_source.bundle.config.preprocess.size
+        tuned = torch_to_onnx(network, size, static_pads=folded)
+        probe = self.calibration[:SENSITIVITY_IMAGES]
+        with torch.no_grad():
+            expected = network(torch.from_numpy(probe)).numpy()
+        check_parity(expected, ort_logits(tuned, probe))  # the fine-tuned network's export
         with Quantizer(
             tuned, self.calibration, reference=self.reference_model, weight_bits=self.weight_bits
         ) as inner:
