@@ -110,6 +110,30 @@ def torch_to_onnx(network: Any, size: int, *, static_pads: bool = True) -> bytes
     return fold_static_pads(buffer.getvalue()) if static_pads else buffer.getvalue()
 
 
+def graph_readers(graph: Any) -> dict[str, list[Any]]:
+    """The nodes of an ONNX ``graph`` that read each tensor, by tensor name."""
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def replace_nodes(graph: Any, nodes: Sequence[Any]) -> None:
+    """Make ``nodes`` (in order; some may be ``graph``'s own) the nodes of ``graph``.
+
+    Copied first: clearing the graph's node list would take its own nodes with it.
+    """
+    import onnx
+
+    copies = []
+    for node in nodes:
+        copies.append(onnx.NodeProto())
+        copies[-1].CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
 def fold_static_pads(model: bytes) -> bytes:
     """``model`` with each run-time ``Pad`` before a ``Conv`` folded into the Conv's pads.
 
@@ -146,17 +170,15 @@ def fold_static_pads(model: bytes) -> bytes:
     if tensor_type.elem_type != onnx.TensorProto.FLOAT or not shape or min(shape) <= 0:
         return model  # the widths can be computed once only for a fixed float image shape
     graph_outputs = {output.name for output in graph.output}
-    readers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = graph_readers(graph)
     chosen = []  # (Pad, Conv)
     for node in graph.node:
+        if node.op_type != "Pad":
+            continue
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        following = readers.get(node.output[0], []) if node.output else []
+        following = readers.get(node.output[0], [])
         if (
-            node.op_type == "Pad"
-            and node.output[0] not in graph_outputs
+            node.output[0] not in graph_outputs
             and attributes.get("mode", b"constant") in (b"constant", "constant")
             and len(node.input) >= 2
             and node.input[1] not in constants
@@ -220,19 +242,13 @@ def fold_static_pads(model: bytes) -> bytes:
     nodes = [
         node for node in graph.node if not (node.op_type == "Pad" and node.output[0] in removed)
     ]
-    outputs = {output.name for output in graph.output}
     while True:
-        read = {name for node in nodes for name in node.input} | outputs
+        read = {name for node in nodes for name in node.input} | graph_outputs
         kept = [node for node in nodes if any(name in read for name in node.output)]
         if len(kept) == len(nodes):
             break
         nodes = kept
-    copies = []
-    for node in nodes:
-        copies.append(onnx.NodeProto())
-        copies[-1].CopyFrom(node)
-    del graph.node[:]
-    graph.node.extend(copies)
+    replace_nodes(graph, nodes)
     read = {name for node in graph.node for name in node.input} | {i.name for i in graph.input}
     unused = [tensor for tensor in graph.initializer if tensor.name not in read]
     for tensor in unused:

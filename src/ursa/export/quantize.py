@@ -60,7 +60,7 @@ from ursa.core.cpu import int8_kernels, is_x86, weight_bits_for
 from ursa.core.errors import ConfigError, DataError
 from ursa.core.preprocess import PreprocessConfig, prepare_input
 from ursa.export.gate import MAX_DROP_POINTS, GateResult, GateRule, judge
-from ursa.export.onnx import ExportError
+from ursa.export.onnx import ExportError, graph_readers, replace_nodes
 from ursa.export.qat import QatSource
 
 log = logging.getLogger(__name__)
@@ -357,10 +357,7 @@ class Quantizer:
         wanted = set(nodes)
         graph = self._graph
         producer = {output: node for node in graph.node for output in node.output}
-        readers: dict[str, list[Any]] = {}
-        for node in graph.node:
-            for name in node.input:
-                readers.setdefault(name, []).append(node)
+        readers = graph_readers(graph)
         before: dict[str, str] = {}  # conv -> its Pad
         after: dict[str, str] = {}  # conv -> its activation
         for node in graph.node:
@@ -485,10 +482,7 @@ def keep_float_weights(model: bytes) -> bytes:
     graph = proto.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     producer = {output: node for node in graph.node for output in node.output}
-    readers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = graph_readers(graph)
 
     def quantized_after(node: Any) -> bool:
         """Whether ``node``'s output goes, without branching, through Relu/Clip into a Q."""
@@ -560,11 +554,9 @@ def keep_float_weights(model: bytes) -> bytes:
     nodes = []
     for node in graph.node:
         if node.op_type != "DequantizeLinear" or node.output[0] in read:
-            nodes.append(onnx.NodeProto())
-            nodes[-1].CopyFrom(node)
+            nodes.append(node)
         nodes.extend(after.get(node.output[0], ()) if node.output else ())
-    del graph.node[:]
-    graph.node.extend(nodes)
+    replace_nodes(graph, nodes)
     return proto.SerializeToString()
 
 
