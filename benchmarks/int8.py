@@ -11,16 +11,17 @@ Models (trained once into WORKDIR, then reused):
   validation folder of ``benchmarks/small_data.py``.
 * ``fashion100``: Fashion-MNIST, 100 a class, the same way.
 
-For each model and each int8 method of ``ursa.export.quantize.METHODS`` (one calibration
-on up to 200 training images, shared, as ``ursa export --int8`` does): the seconds the
-method took, top-1 agreement with fp32 on the validation images, both accuracies, the drop
-and its 95 % interval, McNemar's p, the gate's decision at the default rule, the nodes kept
-in float, and the model time of int8 and fp32 (one image, median of 30 runs; both models
-measured in alternating rounds in the same process). ``shipped`` marks the method
-``ursa export --int8`` ships (``ursa.export.gate.pick``: of the accepted ones that agree
-with fp32 on 98 % of the images, the fastest, here by its int8 / fp32 time ratio; else the
-accepted one that agrees most). Writes WORKDIR/int8.json
-and prints a Markdown table with the machine and its load.
+For each model, every int8 model of every method of ``ursa.export.quantize.METHODS``
+(``ursa.export.deploy.try_methods``; one calibration on up to 200 training images, shared,
+as ``ursa export --int8`` does; the sensitivity pass and qat each make one model per float
+prefix that came closer to fp32): the seconds the method took, top-1 agreement with fp32 on
+the validation images, both accuracies, the drop and its 95 % interval, McNemar's p, the
+gate's decision at the default rule, the nodes kept in float, and the model time of int8
+and fp32 (one image, median of 30 runs; all the models and fp32 measured in alternating
+rounds in the same process). ``shipped`` marks the model ``ursa export --int8`` ships
+(``ursa.export.gate.pick``: of the accepted ones that agree with fp32 on 98 % of the
+images, the fastest, here by its int8 / fp32 time ratio; else the accepted one that agrees
+most). Writes WORKDIR/int8.json and prints a Markdown table with the machine and its load.
 """
 
 from __future__ import annotations
@@ -29,10 +30,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +76,24 @@ def train(name: str, workdir: Path) -> tuple[Path, Path]:
 def measure(
     name: str, bundle_path: Path, data: Path, weight_bits: int | None = None
 ) -> list[dict[str, Any]]:
-    """One row per int8 method for this model."""
-    import numpy as np
-
+    """One row per int8 model (a method can make several) for this model."""
     from ursa.core.bundle import read_bundle
-    from ursa.export.deploy import calibration_sample, calibration_split, export_for_serving
-    from ursa.export.gate import judge, pick
+    from ursa.export.deploy import (
+        calibration_sample,
+        calibration_split,
+        export_for_serving,
+        try_methods,
+    )
+    from ursa.export.gate import GateRule, pick
     from ursa.export.qat import QatSource
-    from ursa.export.quantize import METHODS, Quantizer, load_inputs, model_time_ms, session_for
+    from ursa.export.quantize import (
+        METHODS,
+        Quantizer,
+        load_inputs,
+        session_for,
+        side_by_side_ms,
+        top1,
+    )
 
     export_for_serving(bundle_path, onnx=True)  # model.onnx, parity-checked
     bundle = read_bundle(bundle_path)
@@ -93,51 +102,47 @@ def measure(
     config = bundle.config.preprocess
     calibration = load_inputs(calibration_sample(bundle, train_files, CALIBRATION_IMAGES), config)
     valid = load_inputs(valid_files, config)
-    fp32_top1 = session_for(fp32).run(None, {"input": valid})[0].argmax(axis=1)
-    rows: list[dict[str, Any]] = []
-    gates = []
+    fp32_top1 = top1(session_for(fp32), valid)
+    notes: list[str] = []
     source = QatSource(bundle, train_files)
     with Quantizer(fp32, calibration, qat=source, weight_bits=weight_bits) as quantizer:
-        for method in METHODS:
-            started = time.perf_counter()
-            candidate = quantizer.build(method)
-            seconds = time.perf_counter() - started
-            int8_top1 = np.concatenate(
-                [
-                    session_for(candidate.model).run(None, {"input": valid[i : i + 32]})[0]
-                    for i in range(0, len(valid), 32)
-                ]
-            ).argmax(axis=1)
-            gate = judge(labels, fp32_top1, int8_top1)
-            gates.append(gate)
-            fp32_ms, int8_ms = [], []
-            for _ in range(ROUNDS):
-                fp32_ms.append(model_time_ms(fp32, valid[:1]))
-                int8_ms.append(model_time_ms(candidate.model, valid[:1]))
-            row = {
-                "model": name,
-                "method": method,
-                "weight_bits": quantizer.weight_bits,
-                "seconds": round(seconds, 1),
-                "valid_images": gate.images,
-                "agreement": gate.agreement,
-                "fp32_accuracy": gate.fp32_accuracy,
-                "int8_accuracy": gate.int8_accuracy,
-                "drop_points": gate.drop_points,
-                "drop_interval_points": list(gate.drop_interval_points),
-                "fp32_only": gate.fp32_only,
-                "int8_only": gate.int8_only,
-                "p_value": gate.p_value,
-                "accepted": gate.accepted,
-                "float_nodes": list(candidate.float_nodes),
-                "fp32_ms": statistics.median(fp32_ms),
-                "int8_ms": statistics.median(int8_ms),
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    # What `ursa export --int8` ships had it tried every method: of those that agree
+        bits = quantizer.weight_bits
+        # Every model of every method, as `ursa export --int8` would judge them had none
+        # been all int8 and agreeing (it stops at such a one).
+        tried = try_methods(
+            quantizer, METHODS, labels, fp32_top1, valid, GateRule(), notes, stop_early=False
+        )
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    # All of them and fp32 in alternating rounds (ROUNDS), as the export times its choices.
+    fp32_ms, *int8_ms = side_by_side_ms([fp32, *(c.model for c, _ in tried)], valid[:1], ROUNDS)
+    rows: list[dict[str, Any]] = []
+    for (candidate, gate), ms in zip(tried, int8_ms, strict=True):
+        row = {
+            "model": name,
+            "method": candidate.method,
+            "weight_bits": bits,
+            "seconds": round(candidate.seconds, 1),
+            "valid_images": gate.images,
+            "agreement": gate.agreement,
+            "fp32_accuracy": gate.fp32_accuracy,
+            "int8_accuracy": gate.int8_accuracy,
+            "drop_points": gate.drop_points,
+            "drop_interval_points": list(gate.drop_interval_points),
+            "fp32_only": gate.fp32_only,
+            "int8_only": gate.int8_only,
+            "p_value": gate.p_value,
+            "accepted": gate.accepted,
+            "float_nodes": list(candidate.float_nodes),
+            "logit_error": candidate.logit_error,
+            "fp32_ms": fp32_ms,
+            "int8_ms": ms,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    # What `ursa export --int8` ships had it tried every model: of those that agree
     # enough, the fastest (here by the int8 / fp32 ratio, each measured side by side).
-    shipped = pick(gates, times=[row["int8_ms"] / row["fp32_ms"] for row in rows])
+    shipped = pick([gate for _, gate in tried], times=[ms / fp32_ms for ms in int8_ms])
     for index, row in enumerate(rows):
         row["shipped"] = index == shipped
     return rows

@@ -10,6 +10,7 @@ of ±50-75 on a few tensors).
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +99,45 @@ def test_the_sensitivity_pass_keeps_the_outlier_path_in_float(
     reference = logits(session_for(fp32), valid).argmax(axis=1)
     with Quantizer(fp32, calibration) as quantizer:
         static = quantizer.build("static")
-        sensitivity = quantizer.build("sensitivity")
+        models = quantizer.build_all("sensitivity")
     static_agree = (logits(session_for(static.model), valid).argmax(axis=1) == reference).mean()
     assert static_agree < 0.6  # the outlier crushes every other feature at int8
-    assert set(sensitivity.float_nodes) >= OUTLIER_PATH and len(sensitivity.float_nodes) <= 12
+    assert set(models[-1].float_nodes) >= OUTLIER_PATH  # the closest to fp32 keeps it
+    # ... and so does a model with few other nodes in float.
+    sensitivity = next(m for m in models if set(m.float_nodes) >= OUTLIER_PATH)
+    assert len(sensitivity.float_nodes) <= 12
     assert _is_qdq(sensitivity.model)  # everything else still int8
     kept = logits(session_for(sensitivity.model), valid).argmax(axis=1)
     assert (kept == reference).all()
+
+
+def test_the_sensitivity_pass_makes_a_model_for_each_prefix_that_comes_closer(
+    outlier_bundle: tuple[Path, Path],
+) -> None:
+    from ursa.export.onnx import export_onnx
+    from ursa.export.quantize import FRONTIER_STEP, SENSITIVITY_IMAGES
+
+    fp32, _ = export_onnx(read_bundle(outlier_bundle[0]))
+    calibration, _, _ = _inputs(*outlier_bundle)
+    with Quantizer(fp32, calibration) as quantizer:
+        models = quantizer.build_all("sensitivity")
+        static = quantizer.build("static").model
+        closest = quantizer.build("sensitivity")
+    probe = calibration[:SENSITIVITY_IMAGES]
+    reference = logits(session_for(fp32), probe)
+    errors = [relative_error(reference, logits(session_for(m.model), probe)) for m in models]
+    assert [m.logit_error for m in models] == pytest.approx(errors)  # what was measured
+    assert len(models) >= 2  # the outlier path takes more than one group in float
+    previous = relative_error(reference, logits(session_for(static), probe))
+    for index, (model, error) in enumerate(zip(models, errors, strict=True)):
+        assert model.method == "sensitivity" and model.seconds > 0 and _is_qdq(model.model)
+        assert error <= FRONTIER_STEP * previous  # each a tenth closer than the one before
+        previous = error
+        if index:  # a longer prefix of the same ranking
+            before = models[index - 1].float_nodes
+            assert model.float_nodes[: len(before)] == before
+            assert len(model.float_nodes) > len(before)
+    assert closest.float_nodes == models[-1].float_nodes  # build: the closest to fp32
 
 
 def test_export_tries_every_method_and_ships_the_fastest_that_agrees(
@@ -126,9 +159,15 @@ def test_export_tries_every_method_and_ships_the_fastest_that_agrees(
     assert "int8 agrees with fp32 on 24/24" in output and "McNemar exact p = " in output
     assert "model time, one image: int8 " in output and f"{shipped} took " in output
     assert "also tried: static, refused (drop " in output
-    assert f"also tried: {other}, accepted (drop " in output
-    assert [entry["method"] for entry in record["tried"]] == ["static", other]
+    one = rf"{other} with \d+ nodes in float, accepted \(drop "
+    several = rf"{other}, \d+ models with \d+-\d+ nodes in float, \d+ accepted \(agreement "
+    assert re.search(rf"also tried: ({one}|{several})", output), output
+    # Each method's models in the order made (a pass can make several: its float prefixes).
+    methods = [entry["method"] for entry in record["tried"]]
+    assert methods[0] == "static" and other in methods
+    assert methods == sorted(methods, key=["static", "sensitivity", "qat"].index)
     assert record["tried"][0]["accepted"] is False and record["gate"]["accepted"] is True
+    assert record["tried"][0]["float_nodes"] == 0 and record["tried"][-1]["float_nodes"] > 0
     assert record["tried"][0]["seconds"] >= 0 and record["build_seconds"] > 0
     assert record["fp32_ms"] > 0 and record["int8_ms"] > 0
     served = Predictor(bundle, int8=True)
