@@ -17,11 +17,12 @@ as ``ursa export --int8`` does; the sensitivity pass and qat each make one model
 prefix that came closer to fp32): the seconds the method took, top-1 agreement with fp32 on
 the validation images, both accuracies, the drop and its 95 % interval, McNemar's p, the
 gate's decision at the default rule, the nodes kept in float, and the model time of int8
-and fp32 (one image, median of 30 runs; all the models and fp32 measured in alternating
-rounds in the same process). ``shipped`` marks the model ``ursa export --int8`` ships
-(``ursa.export.gate.pick``: of the accepted ones that agree with fp32 on 98 % of the
-images, the fastest, here by its int8 / fp32 time ratio; else the accepted one that agrees
-most). Writes WORKDIR/int8.json and prints a Markdown table with the machine and its load.
+and fp32 (one image, median of 30 runs; all the models and fp32 measured in three
+alternating rounds in the same process, the fastest round of each, as the export does).
+``shipped`` marks the model ``ursa export --int8`` ships (``ursa.export.gate.pick``: of the
+accepted ones that agree with fp32 on 98 % of the images, the fastest, here by its int8 /
+fp32 time ratio; else the accepted one that agrees most). Writes WORKDIR/int8.json and
+prints a Markdown table with the machine and its load.
 """
 
 from __future__ import annotations
