@@ -17,7 +17,7 @@ as ``ursa export --int8`` does; the sensitivity pass and qat each make one model
 prefix that came closer to fp32): the seconds the method took, top-1 agreement with fp32 on
 the validation images, both accuracies, the drop and its 95 % interval, McNemar's p, the
 gate's decision at the default rule, the nodes kept in float, and the model time of int8
-and fp32 (one image, median of 30 runs; all the models and fp32 measured in three
+and fp32 (one image, median of 30 runs; all the models and fp32 measured in five
 alternating rounds in the same process, the fastest round of each, as the export does).
 ``shipped`` marks the model ``ursa export --int8`` ships (``ursa.export.gate.pick``: of the
 accepted ones that agree with fp32 on 98 % of the images, the fastest, here by its int8 /
@@ -41,7 +41,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 MODELS = ("serve", "digits", "fashion100")
 CALIBRATION_IMAGES = 200  # ursa export's default
-ROUNDS = 3  # alternating fp32 / int8 timing rounds
 
 
 def train(name: str, workdir: Path) -> tuple[Path, Path]:
@@ -115,8 +114,8 @@ def measure(
         )
     for note in notes:
         print(f"note: {note}", flush=True)
-    # All of them and fp32 in alternating rounds (ROUNDS), as the export times its choices.
-    fp32_ms, *int8_ms = side_by_side_ms([fp32, *(c.model for c, _ in tried)], valid[:1], ROUNDS)
+    # All of them and fp32 in alternating rounds, as the export times its choices.
+    fp32_ms, *int8_ms = side_by_side_ms([fp32, *(c.model for c, _ in tried)], valid[:1])
     rows: list[dict[str, Any]] = []
     for (candidate, gate), ms in zip(tried, int8_ms, strict=True):
         row = {
