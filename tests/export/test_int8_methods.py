@@ -127,16 +127,15 @@ def test_the_sensitivity_pass_makes_a_model_for_each_prefix_that_comes_closer(
     reference = logits(session_for(fp32), probe)
     errors = [relative_error(reference, logits(session_for(m.model), probe)) for m in models]
     assert [m.logit_error for m in models] == pytest.approx(errors)  # what was measured
-    assert len(models) >= 2  # the outlier path takes more than one group in float
-    previous = relative_error(reference, logits(session_for(static), probe))
-    for index, (model, error) in enumerate(zip(models, errors, strict=True)):
+    assert models[0].float_nodes == () and models[0].model == static  # all int8 first
+    assert len(models) >= 3  # the outlier path takes more than one group in float
+    for index in range(1, len(models)):
+        model, before = models[index], models[index - 1]
         assert model.method == "sensitivity" and model.seconds > 0 and _is_qdq(model.model)
-        assert error <= FRONTIER_STEP * previous  # each a tenth closer than the one before
-        previous = error
-        if index:  # a longer prefix of the same ranking
-            before = models[index - 1].float_nodes
-            assert model.float_nodes[: len(before)] == before
-            assert len(model.float_nodes) > len(before)
+        # Each a tenth closer than the one before, and a longer prefix of one ranking.
+        assert errors[index] <= FRONTIER_STEP * errors[index - 1]
+        assert model.float_nodes[: len(before.float_nodes)] == before.float_nodes
+        assert len(model.float_nodes) > len(before.float_nodes)
     assert closest.float_nodes == models[-1].float_nodes  # build: the closest to fp32
 
 
@@ -167,7 +166,9 @@ def test_export_tries_every_method_and_ships_the_fastest_that_agrees(
     assert methods[0] == "static" and other in methods
     assert methods == sorted(methods, key=["static", "sensitivity", "qat"].index)
     assert record["tried"][0]["accepted"] is False and record["gate"]["accepted"] is True
-    assert record["tried"][0]["float_nodes"] == 0 and record["tried"][-1]["float_nodes"] > 0
+    # static's all-int8 model is not judged again as the sensitivity pass's first.
+    assert all(e["float_nodes"] for e in record["tried"] if e["method"] == "sensitivity")
+    assert record["tried"][0]["float_nodes"] == 0 and record["tried"][1]["float_nodes"] > 0
     assert record["tried"][0]["seconds"] >= 0 and record["build_seconds"] > 0
     assert record["fp32_ms"] > 0 and record["int8_ms"] > 0
     served = Predictor(bundle, int8=True)
@@ -518,3 +519,31 @@ def test_the_quantization_aware_fine_tune_moves_the_weights_and_leaves_a_plain_n
         assert not module._forward_hooks and not module._forward_pre_hooks
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             assert not parametrize.is_parametrized(module)
+
+
+def test_trying_the_methods_stops_at_an_all_int8_model_that_agrees_unless_told_not_to(
+    tiny_served: tuple[Path, Path], outlier_bundle: tuple[Path, Path]
+) -> None:
+    from ursa.export.deploy import try_methods
+    from ursa.export.gate import GateRule
+    from ursa.export.onnx import export_onnx
+    from ursa.export.quantize import top1
+
+    def tried(bundle_path: Path, folder: Path, methods: tuple[str, ...], stop_early: bool):
+        fp32, _ = export_onnx(read_bundle(bundle_path))
+        calibration, valid, labels = _inputs(bundle_path, folder)
+        with Quantizer(fp32, calibration) as quantizer:
+            return try_methods(quantizer, methods, labels, top1(session_for(fp32), valid),  # type: ignore[arg-type]
+                               valid, GateRule(), [], stop_early=stop_early)  # fmt: skip
+
+    # The tiny model's static int8 agrees with fp32 on every image: nothing after it runs.
+    (only,) = tried(*tiny_served, ("static", "sensitivity"), stop_early=True)
+    assert only[0].method == "static" and only[1].agreement == 1.0
+    every = tried(*tiny_served, ("static", "sensitivity"), stop_early=False)
+    assert every[0][0].model == only[0].model and len(every) > 1
+    assert all(c.float_nodes for c, _ in every[1:])  # static's model is not judged twice
+    # The other way round: static's model is the sensitivity pass's first, judged once.
+    models = tried(*outlier_bundle, ("sensitivity", "static"), stop_early=True)
+    assert [c.method for c, _ in models] == ["sensitivity"] * len(models)
+    assert models[0][0].float_nodes == () and not models[0][1].accepted
+    assert len({c.model for c, _ in models}) == len(models) > 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import random
@@ -40,6 +41,7 @@ from ursa.export.quantize import (
     session_for,
     side_by_side_ms,
     top1,
+    tried_name,
 )
 
 log = logging.getLogger(__name__)
@@ -211,12 +213,10 @@ def _quantize(
         tried = try_methods(quantizer, methods, labels, fp32_top1, valid_inputs, rule, notes)
     if not tried:  # only qat was asked for, and it failed
         raise ExportError(f"no int8 model was made: {'; '.join(notes)}")
-    candidates = [candidate for candidate, _ in tried]
-    gates = [gate for _, gate in tried]
     example = valid_inputs[:1]
     reaching = [
         index
-        for index, gate in enumerate(gates)
+        for index, (_, gate) in enumerate(tried)
         if gate.accepted and gate.agreement >= AGREEMENT_TARGET
     ]
     # Model times side by side (alternating rounds), so that the fastest of the models
@@ -224,12 +224,13 @@ def _quantize(
     # fashion100 model in run M, the sensitivity model closest to fp32 kept 27 nodes, at
     # 0.80x fp32's time; one with 7 agreed with fp32 on 98.6 % of the images at 0.67x).
     int8_ms: dict[int, float] = {}
+    fp32_ms: float | None = None
     if len(reaching) > 1:
-        measured = [onnx_bytes, *(candidates[index].model for index in reaching)]
+        measured = [onnx_bytes, *(tried[index][0].model for index in reaching)]
         fp32_ms, *timed = side_by_side_ms(measured, example)
         int8_ms = dict(zip(reaching, timed, strict=True))
-    times = [int8_ms.get(index) for index in range(len(gates))] if int8_ms else None
-    shipped = pick(gates, times=times)
+    gates = [gate for _, gate in tried]
+    shipped = pick(gates, times=[int8_ms.get(index) for index in range(len(tried))])
     others = [
         {
             "method": candidate.method,
@@ -241,12 +242,12 @@ def _quantize(
         for index, (candidate, gate) in enumerate(tried)
         if index != shipped
     ]
-    if shipped is None:
+    if shipped is None:  # then others is every model tried, the last one included
         raise refusal(
-            candidates[-1].method, gates[-1], others[:-1], note="; ".join(notes + bits_notes)
+            tried_name(others[-1]), gates[-1], others[:-1], note="; ".join(notes + bits_notes)
         )
     candidate, gate = tried[shipped]
-    if shipped not in int8_ms:
+    if fp32_ms is None:  # the one model that reached 98 %, or none did: time it now
         fp32_ms, int8_ms[shipped] = side_by_side_ms([onnx_bytes, candidate.model], example)
     report = QuantizeReport(
         method=candidate.method,
@@ -284,9 +285,12 @@ def try_methods(
 
     ``stop_early``: stop after a model that the gate accepts and that agrees with fp32 on
     :data:`~ursa.export.gate.AGREEMENT_TARGET` of the images with every node int8 (no later
-    model can be faster). A qat fine-tune that fails is left out, with why in ``notes``.
+    model can be faster). A model identical to one judged before (the sensitivity pass's
+    all-int8 model, after static's) is left out. A qat fine-tune that fails is left out,
+    with why in ``notes``.
     """
     tried: list[tuple[Int8Candidate, GateResult]] = []
+    judged: set[bytes] = set()  # the sensitivity pass's all-int8 model is static's
     for method in methods:
         try:
             built = quantizer.build_all(method)
@@ -299,6 +303,10 @@ def try_methods(
             notes.append(f"the qat method failed ({error}) and was left out")
             continue
         for candidate in built:
+            digest = hashlib.sha256(candidate.model).digest()
+            if digest in judged:
+                continue
+            judged.add(digest)
             gate = judge(labels, fp32_top1, top1(session_for(candidate.model), valid_inputs), rule)
             tried.append((candidate, gate))
             reached = gate.accepted and gate.agreement >= AGREEMENT_TARGET

@@ -85,8 +85,9 @@ FRONTIER_STEP = 0.9
 def float_budget(candidates: int) -> int:
     """Most groups the sensitivity pass keeps in float: two fifths of them, at least 2.
 
-    On ``benchmarks/int8.py``'s digits model (60 groups), agreement with fp32 reached 98 %
-    only from 14-15 groups (20-21 nodes) in float; a fifth (12) stopped at 97.4 %.
+    On ``benchmarks/int8.py``'s digits model in run M (docs/benchmarks.md: 60 groups of
+    one or two nodes), agreement with fp32 reached 98 % only with 33 nodes in float, at
+    least 17 groups; a fifth (12 groups, at most 24 nodes) cannot get there.
     """
     return max(2, math.ceil(candidates * 2 / 5))
 
@@ -153,31 +154,7 @@ class QuantizeReport:
                 else ""
             ),
         ]
-        by_method: dict[str, list[dict[str, Any]]] = {}
-        for other in self.tried:
-            by_method.setdefault(other["method"], []).append(other)
-        for method, others in by_method.items():
-            if len(others) == 1:
-                other = others[0]
-                verdict = "accepted" if other["accepted"] else "refused"
-                timed = f", int8 {other['int8_ms']:.2f} ms" if other.get("int8_ms") else ""
-                lines.append(
-                    f"also tried: {_tried_name(other)}, {verdict} (drop "
-                    f"{other['drop_points']:.2f} points, agreement {other['agreement']:.1%}, "
-                    f"p = {other['p_value']:.3g}{timed}; {other['seconds']:.0f} s)"
-                )
-                continue
-            # A pass's several models (its float prefixes) in one line; each is in to_dict().
-            nodes = [other.get("float_nodes") or 0 for other in others]
-            agreement = [other["agreement"] for other in others]
-            drops = [other["drop_points"] for other in others]
-            accepted = sum(bool(other["accepted"]) for other in others)
-            lines.append(
-                f"also tried: {method}, {len(others)} models with {min(nodes)}-{max(nodes)} "
-                f"nodes in float, {accepted} accepted (agreement {min(agreement):.1%} to "
-                f"{max(agreement):.1%}, drop {min(drops):.2f} to {max(drops):.2f} points; "
-                f"{others[0]['seconds']:.0f} s)"
-            )
+        lines.extend(f"also tried: {summary}" for summary in tried_summaries(self.tried))
         lines.extend(f"note: {note}" for note in self.notes)
         return lines
 
@@ -226,25 +203,58 @@ def check_drop(
 
 
 def refusal(
-    method: Method, result: GateResult, earlier: Sequence[dict[str, Any]] = (), note: str = ""
+    name: str, result: GateResult, earlier: Sequence[dict[str, Any]] = (), note: str = ""
 ) -> ExportError:
-    """The error for a refused int8 model: what was measured, the rule, what was tried."""
-    before = "; ".join(
-        f"{_tried_name(entry)}: drop {entry['drop_points']:.2f} points, p = {entry['p_value']:.3g}"
-        for entry in earlier
-    )
+    """The error for a refused int8 model (``name``: :func:`tried_name`): what was measured,
+    the rule, and what was tried before it (one summary per method)."""
+    before = "; ".join(tried_summaries(earlier))
     return ExportError(
-        f"int8 model refused ({method}): {result.summary()} (rule: {result.rule})."
+        f"int8 model refused ({name}): {result.summary()} (rule: {result.rule})."
         + (f" Tried before it: {before}." if before else "")
         + (f" {note[0].upper()}{note[1:]}." if note else "")
         + " Calibrate on more, or more typical, images; the fp32 model.onnx is unaffected"
     )
 
 
-def _tried_name(entry: dict[str, Any]) -> str:
+def tried_name(entry: dict[str, Any]) -> str:
     """A tried model in a report line: its method, and its float nodes when it kept some."""
     floats = entry.get("float_nodes") or 0
     return f"{entry['method']} with {floats} nodes in float" if floats else entry["method"]
+
+
+def tried_summaries(tried: Sequence[dict[str, Any]]) -> list[str]:
+    """One phrase per method of the tried models (:attr:`QuantizeReport.tried`), in order.
+
+    A method that made one model gets its verdict and gate numbers; a pass that made
+    several (its float prefixes) gets their range, each model being in the record. Entries
+    written before the float nodes and times were recorded read as 0 nodes, untimed.
+    """
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for entry in tried:
+        by_method.setdefault(entry["method"], []).append(entry)
+    summaries = []
+    for method, entries in by_method.items():
+        if len(entries) == 1:
+            entry = entries[0]
+            verdict = "accepted" if entry["accepted"] else "refused"
+            ms = entry.get("int8_ms")
+            timed = f", int8 {ms:.2f} ms" if ms is not None else ""
+            summaries.append(
+                f"{tried_name(entry)}, {verdict} (drop {entry['drop_points']:.2f} points, "
+                f"agreement {entry['agreement']:.1%}, p = {entry['p_value']:.3g}{timed}; "
+                f"{entry['seconds']:.0f} s)"
+            )
+            continue
+        nodes = [entry.get("float_nodes") or 0 for entry in entries]
+        agreement = [entry["agreement"] for entry in entries]
+        drops = [entry["drop_points"] for entry in entries]
+        accepted = sum(bool(entry["accepted"]) for entry in entries)
+        summaries.append(
+            f"{method}, {len(entries)} models with {min(nodes)}-{max(nodes)} nodes in float, "
+            f"{accepted} accepted (agreement {min(agreement):.1%} to {max(agreement):.1%}, "
+            f"drop {min(drops):.2f} to {max(drops):.2f} points; {entries[0]['seconds']:.0f} s)"
+        )
+    return summaries
 
 
 def relative_error(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -442,14 +452,15 @@ class Quantizer:
     def sensitivity_models(self, method: Method = "sensitivity") -> list[Int8Candidate]:
         """The sensitivity pass's int8 models, fewest float nodes first (module notes).
 
-        The top 1, 2, ... groups of the ranking (at most :func:`float_budget`) in float;
-        kept are the prefixes whose logit error is :data:`FRONTIER_STEP` of every shorter
-        prefix's or less, the all-int8 model's included. Which of them ships is the
-        export's choice (:func:`ursa.export.gate.pick`): the least error is not the best
-        trade, since each float node costs float time (on ``benchmarks/int8.py``'s
-        fashion100 model, the least error took 17 nodes at 0.99x fp32's time; 6 nodes
-        agreed with fp32 on 98.2 % of the validation images at 0.76x). When no prefix
-        comes closer, the one model is the all-int8 one.
+        The first is the all-int8 model (the fastest, when it agrees enough: for qat, the
+        fine-tuned network's often does). Then the top 1, 2, ... groups of the ranking (at
+        most :func:`float_budget`) in float: kept are the prefixes whose logit error is at
+        most :data:`FRONTIER_STEP` of every shorter prefix's, the all-int8 model's
+        included. Which of them ships is the export's choice
+        (:func:`ursa.export.gate.pick`): the least error is not the best trade, since each
+        float node costs float time (on ``benchmarks/int8.py``'s fashion100 model in run K,
+        docs/benchmarks.md, the least error took 17 nodes at 0.99x fp32's time; 6 nodes
+        agreed with fp32 on 98.2 % of the validation images at 0.76x).
         """
         probe = self.calibration[:SENSITIVITY_IMAGES]
         reference = logits(session_for(self.reference_model), probe)
@@ -463,7 +474,7 @@ class Quantizer:
         budget = float_budget(len(groups))
         everything = self.quantize()
         best_error = relative_error(reference, logits(session_for(everything), probe))
-        found = []
+        found = [Int8Candidate(method, everything, logit_error=best_error)]
         # Prefixes of the ranking, not a walk that skips the nodes whose float copy makes
         # it worse: such a walk shipped int8 models that agreed with fp32 on 91-97 % of
         # the validation images where prefixes gave 97-99 % (measured before the Pad/Conv
@@ -477,7 +488,7 @@ class Quantizer:
             if error <= FRONTIER_STEP * best_error:
                 found.append(Int8Candidate(method, model, kept, logit_error=error))
                 best_error = error
-        return found or [Int8Candidate(method, everything, logit_error=best_error)]
+        return found
 
     def qat_models(self) -> list[Int8Candidate]:
         """The sensitivity pass's models on the network after a quantization-aware
