@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -521,29 +522,56 @@ def test_the_quantization_aware_fine_tune_moves_the_weights_and_leaves_a_plain_n
             assert not parametrize.is_parametrized(module)
 
 
-def test_trying_the_methods_stops_at_an_all_int8_model_that_agrees_unless_told_not_to(
-    tiny_served: tuple[Path, Path], outlier_bundle: tuple[Path, Path]
-) -> None:
+def _try(bundle_path: Path, folder: Path, methods: tuple[str, ...], stop_early: bool,
+         notes: list[str] | None = None) -> list[tuple[Any, Any]]:  # fmt: skip
+    """``try_methods`` as the export calls it, on the bundle's model and folder."""
     from ursa.export.deploy import try_methods
     from ursa.export.gate import GateRule
     from ursa.export.onnx import export_onnx
     from ursa.export.quantize import top1
 
-    def tried(bundle_path: Path, folder: Path, methods: tuple[str, ...], stop_early: bool):
-        fp32, _ = export_onnx(read_bundle(bundle_path))
-        calibration, valid, labels = _inputs(bundle_path, folder)
-        with Quantizer(fp32, calibration) as quantizer:
-            return try_methods(quantizer, methods, labels, top1(session_for(fp32), valid),  # type: ignore[arg-type]
-                               valid, GateRule(), [], stop_early=stop_early)  # fmt: skip
+    bundle = read_bundle(bundle_path)
+    fp32, _ = export_onnx(bundle)
+    calibration, valid, labels = _inputs(bundle_path, folder)
+    source = QatSource(bundle, calibration_split(bundle, folder)[0])
+    with Quantizer(fp32, calibration, qat=source) as quantizer:
+        return try_methods(quantizer, methods, labels, top1(session_for(fp32), valid),  # type: ignore[arg-type]
+                           valid, GateRule(), [] if notes is None else notes,
+                           stop_early=stop_early)  # fmt: skip
 
+
+def test_trying_the_methods_stops_at_an_all_int8_model_that_agrees_unless_told_not_to(
+    tiny_served: tuple[Path, Path], outlier_bundle: tuple[Path, Path]
+) -> None:
     # The tiny model's static int8 agrees with fp32 on every image: nothing after it runs.
-    (only,) = tried(*tiny_served, ("static", "sensitivity"), stop_early=True)
+    (only,) = _try(*tiny_served, ("static", "sensitivity"), stop_early=True)
     assert only[0].method == "static" and only[1].agreement == 1.0
-    every = tried(*tiny_served, ("static", "sensitivity"), stop_early=False)
+    every = _try(*tiny_served, ("static", "sensitivity"), stop_early=False)
     assert every[0][0].model == only[0].model and len(every) > 1
     assert all(c.float_nodes for c, _ in every[1:])  # static's model is not judged twice
+    # qat's all-int8 model agrees too: its sensitivity pass is never run.
+    (qat,) = _try(*tiny_served, ("qat",), stop_early=True)
+    assert qat[0].method == "qat" and qat[0].float_nodes == () and qat[1].agreement == 1.0
     # The other way round: static's model is the sensitivity pass's first, judged once.
-    models = tried(*outlier_bundle, ("sensitivity", "static"), stop_early=True)
+    models = _try(*outlier_bundle, ("sensitivity", "static"), stop_early=True)
     assert [c.method for c, _ in models] == ["sensitivity"] * len(models)
     assert models[0][0].float_nodes == () and not models[0][1].accepted
     assert len({c.model for c, _ in models}) == len(models) > 2
+    seconds = [c.seconds for c, _ in models]  # from the pass's start, to each model
+    assert seconds == sorted(seconds) and seconds[0] > 0
+
+
+def test_a_fine_tune_that_fails_part_way_keeps_the_models_it_made(
+    tiny_served: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails(self: Quantizer) -> list[tuple[str, ...]]:
+        raise RuntimeError("out of memory")  # as a pass on a large model can
+
+    # qat's all-int8 model is made before its sensitivity pass ranks the groups.
+    monkeypatch.setattr(Quantizer, "candidate_groups", fails)
+    notes: list[str] = []
+    (made,) = _try(*tiny_served, ("qat",), stop_early=False, notes=notes)
+    assert made[0].method == "qat" and made[0].float_nodes == ()
+    assert notes == [
+        "the qat method failed part-way (out of memory); kept: the models it made before (1)"
+    ]

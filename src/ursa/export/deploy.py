@@ -292,24 +292,37 @@ def try_methods(
     tried: list[tuple[Int8Candidate, GateResult]] = []
     judged: set[bytes] = set()  # the sensitivity pass's all-int8 model is static's
     for method in methods:
+        models = quantizer.models(method)
         try:
-            built = quantizer.build_all(method)
-        except (UrsaError, ImportError, RuntimeError, ValueError, MemoryError) as error:
-            if method != "qat":
-                raise
-            # A fine-tune that cannot run (memory, an odd architecture) must not cost
-            # the models the cheaper methods already made.
-            log.warning("int8 qat failed: %s", error)
-            notes.append(f"the qat method failed ({error}) and was left out")
-            continue
-        for candidate in built:
-            digest = hashlib.sha256(candidate.model).digest()
-            if digest in judged:
-                continue
-            judged.add(digest)
-            gate = judge(labels, fp32_top1, top1(session_for(candidate.model), valid_inputs), rule)
-            tried.append((candidate, gate))
-            reached = gate.accepted and gate.agreement >= AGREEMENT_TARGET
-            if stop_early and reached and not candidate.float_nodes:
-                return tried
+            while True:
+                try:
+                    candidate = next(models, None)
+                except (UrsaError, ImportError, RuntimeError, ValueError, MemoryError) as error:
+                    if method != "qat":
+                        raise
+                    # A fine-tune that cannot run (memory, an odd architecture) must not
+                    # cost the models the cheaper methods already made.
+                    log.warning("int8 qat failed: %s", error)
+                    made = sum(candidate.method == method for candidate, _ in tried)
+                    notes.append(
+                        f"the qat method failed ({error}) and was left out"
+                        if not made
+                        else f"the qat method failed part-way ({error}); kept: the models "
+                        f"it made before ({made})"
+                    )
+                    break
+                if candidate is None:
+                    break
+                digest = hashlib.sha256(candidate.model).digest()
+                if digest in judged:
+                    continue
+                judged.add(digest)
+                int8_top1 = top1(session_for(candidate.model), valid_inputs)
+                gate = judge(labels, fp32_top1, int8_top1, rule)
+                tried.append((candidate, gate))
+                reached = gate.accepted and gate.agreement >= AGREEMENT_TARGET
+                if stop_early and reached and not candidate.float_nodes:
+                    return tried  # the rest of the method is never made
+        finally:
+            models.close()  # a pass left part-way: its temporary files go now
     return tried

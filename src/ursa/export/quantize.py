@@ -35,7 +35,8 @@ Methods (:data:`METHODS`, in the order ``ursa export --int8`` tries them):
     PyTorch), then the sensitivity pass on the result, ranked against the original
     fp32 model's logits.
 
-The gate (:mod:`ursa.export.gate`) then judges every model on the validation split,
+Each method's models are made one at a time (:meth:`Quantizer.models`), its all-int8
+model first. The gate (:mod:`ursa.export.gate`) judges each on the validation split,
 and :func:`ursa.export.gate.pick` chooses which accepted one ships: of those whose
 top-1 agreement with fp32 reaches 98 %, the fastest (timed side by side); else the
 one that agrees most. Each float node costs float time, so the model closest to fp32
@@ -49,7 +50,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -101,8 +102,8 @@ class Int8Candidate:
     float_nodes: tuple[str, ...] = ()
     """Nodes kept in float (the sensitivity pass's choice)."""
     seconds: float = 0.0
-    """How long the method took to build it (set by :meth:`Quantizer.build_all`: for the
-    sensitivity pass's models, the whole pass)."""
+    """How long the method took to make it, from its start (set by :meth:`Quantizer.models`:
+    for a pass's later models, the pass up to them)."""
     logit_error: float | None = None
     """The sensitivity pass's measure (:func:`relative_error` on its probe images)."""
 
@@ -124,7 +125,8 @@ class QuantizeReport:
     """Model alone, one image, median (ms), measured next to ``int8_ms``."""
     int8_ms: float
     build_seconds: float = 0.0
-    """How long the shipped method took (the methods tried before it not included)."""
+    """How long the shipped method took to make the shipped model, from the method's start
+    (the methods tried before it not included)."""
     tried: tuple[dict[str, Any], ...] = field(default=())
     """The other models tried (refused, agreeing less with fp32, or slower), in the order
     made: method, float nodes, gate numbers, seconds, and int8 ms where timed."""
@@ -249,10 +251,11 @@ def tried_summaries(tried: Sequence[dict[str, Any]]) -> list[str]:
         agreement = [entry["agreement"] for entry in entries]
         drops = [entry["drop_points"] for entry in entries]
         accepted = sum(bool(entry["accepted"]) for entry in entries)
+        seconds = max(entry["seconds"] for entry in entries)  # each counts from the start
         summaries.append(
             f"{method}, {len(entries)} models with {min(nodes)}-{max(nodes)} nodes in float, "
             f"{accepted} accepted (agreement {min(agreement):.1%} to {max(agreement):.1%}, "
-            f"drop {min(drops):.2f} to {max(drops):.2f} points; {entries[0]['seconds']:.0f} s)"
+            f"drop {min(drops):.2f} to {max(drops):.2f} points; {seconds:.0f} s)"
         )
     return summaries
 
@@ -377,23 +380,32 @@ class Quantizer:
         return self.build_all(method)[-1]
 
     def build_all(self, method: Method) -> list[Int8Candidate]:
-        """The int8 models of ``method``, each with the seconds the method took.
+        """Every int8 model of ``method`` (:meth:`models`)."""
+        return list(self.models(method))
 
-        ``static`` makes one; ``sensitivity`` and ``qat`` make each model of the float
-        prefixes that came closer to fp32 (:meth:`sensitivity_models`), fewest float
-        nodes first, for the export to judge on the validation images and time.
+    def models(self, method: Method) -> Generator[Int8Candidate, None, None]:
+        """The int8 models of ``method``, made one at a time, fewest float nodes first.
+
+        ``static`` makes one; ``sensitivity`` and ``qat`` make their all-int8 model, then
+        each float prefix that came closer to fp32 (:meth:`sensitivity_models`), for the
+        export to judge on the validation images and time. Made lazily, so that the
+        export can stop at an all-int8 model that agrees (qat's sensitivity pass is then
+        not run). Each model's ``seconds`` run from the method's start.
         """
+        if method not in METHODS:  # said now, not at the first model
+            raise ConfigError(f"int8 method {method!r}: use one of {', '.join(METHODS)}")
+        return self._timed(method)
+
+    def _timed(self, method: Method) -> Generator[Int8Candidate, None, None]:
         started = time.perf_counter()
         if method == "static":
-            candidates = [Int8Candidate("static", self.quantize())]
+            made: Iterator[Int8Candidate] = iter([Int8Candidate("static", self.quantize())])
         elif method == "sensitivity":
-            candidates = self.sensitivity_models()
-        elif method == "qat":
-            candidates = self.qat_models()
+            made = self.sensitivity_models()
         else:
-            raise ConfigError(f"int8 method {method!r}: use one of {', '.join(METHODS)}")
-        seconds = time.perf_counter() - started
-        return [replace(candidate, seconds=seconds) for candidate in candidates]
+            made = self.qat_models()
+        for candidate in made:
+            yield replace(candidate, seconds=time.perf_counter() - started)
 
     def candidate_groups(self) -> list[tuple[str, ...]]:
         """The candidate nodes in the units the sensitivity pass keeps in float, in graph order.
@@ -449,7 +461,7 @@ class Quantizer:
             groups.append(tuple(group))
         return groups
 
-    def sensitivity_models(self, method: Method = "sensitivity") -> list[Int8Candidate]:
+    def sensitivity_models(self, method: Method = "sensitivity") -> Iterator[Int8Candidate]:
         """The sensitivity pass's int8 models, fewest float nodes first (module notes).
 
         The first is the all-int8 model (the fastest, when it agrees enough: for qat, the
@@ -464,6 +476,9 @@ class Quantizer:
         """
         probe = self.calibration[:SENSITIVITY_IMAGES]
         reference = logits(session_for(self.reference_model), probe)
+        everything = self.quantize()
+        best_error = relative_error(reference, logits(session_for(everything), probe))
+        yield Int8Candidate(method, everything, logit_error=best_error)
         groups = self.candidate_groups()
         damage = {}
         for group in groups:
@@ -472,9 +487,6 @@ class Quantizer:
         ranked = sorted(groups, key=damage.__getitem__, reverse=True)
         ranked = [group for group in ranked if damage[group] > 0.0]
         budget = float_budget(len(groups))
-        everything = self.quantize()
-        best_error = relative_error(reference, logits(session_for(everything), probe))
-        found = [Int8Candidate(method, everything, logit_error=best_error)]
         # Prefixes of the ranking, not a walk that skips the nodes whose float copy makes
         # it worse: such a walk shipped int8 models that agreed with fp32 on 91-97 % of
         # the validation images where prefixes gave 97-99 % (measured before the Pad/Conv
@@ -486,11 +498,10 @@ class Quantizer:
             error = relative_error(reference, logits(session_for(model), probe))
             log.info("int8 sensitivity: %d nodes in float, logit error %.3g", len(kept), error)
             if error <= FRONTIER_STEP * best_error:
-                found.append(Int8Candidate(method, model, kept, logit_error=error))
+                yield Int8Candidate(method, model, kept, logit_error=error)
                 best_error = error
-        return found
 
-    def qat_models(self) -> list[Int8Candidate]:
+    def qat_models(self) -> Iterator[Int8Candidate]:
         """The sensitivity pass's models on the network after a quantization-aware
         fine-tune (:mod:`ursa.export.qat`), compared with the original fp32 model."""
         if self.qat_source is None:
@@ -516,7 +527,7 @@ class Quantizer:
         with Quantizer(
             tuned, self.calibration, reference=self.reference_model, weight_bits=self.weight_bits
         ) as inner:
-            return inner.sensitivity_models("qat")
+            yield from inner.sensitivity_models("qat")
 
 
 #: ONNX Runtime's operators whose float weights its ``WeightBiasQuantization`` optimiser
