@@ -13,8 +13,10 @@ Models (trained once into WORKDIR, then reused):
 
 For each model, every int8 model of every method of ``ursa.export.quantize.METHODS``
 (``ursa.export.deploy.try_methods``; one calibration on up to 200 training images, shared,
-as ``ursa export --int8`` does; the sensitivity pass and qat each make one model per float
-prefix that came closer to fp32): the seconds the method took, top-1 agreement with fp32 on
+as ``ursa export --int8`` does; the sensitivity pass and qat each make their all-int8
+model, then one model per float prefix that came closer to fp32, and a model identical to
+one made before, the sensitivity pass's all-int8 one after static's, is not listed again):
+the seconds the method took to make it, top-1 agreement with fp32 on
 the validation images, both accuracies, the drop and its 95 % interval, McNemar's p, the
 gate's decision at the default rule, the nodes kept in float, and the model time of int8
 and fp32 (one image, median of 30 runs; all the models and fp32 measured in five

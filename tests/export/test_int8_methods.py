@@ -557,8 +557,12 @@ def test_trying_the_methods_stops_at_an_all_int8_model_that_agrees_unless_told_n
     assert [c.method for c, _ in models] == ["sensitivity"] * len(models)
     assert models[0][0].float_nodes == () and not models[0][1].accepted
     assert len({c.model for c, _ in models}) == len(models) > 2
-    seconds = [c.seconds for c, _ in models]  # from the pass's start, to each model
+    seconds = [c.seconds for c, _ in models]  # in the pass, up to each model
     assert seconds == sorted(seconds) and seconds[0] > 0
+    fp32 = read_bundle(tiny_served[0]).read(ONNX_NAME)
+    unknown = r"int8 method 'entropy': use one of static, "
+    with Quantizer(fp32, _inputs(*tiny_served)[0]) as q, pytest.raises(ConfigError, match=unknown):
+        q.models("entropy")  # type: ignore[arg-type]  # said at the call, not when iterated
 
 
 def test_a_fine_tune_that_fails_part_way_keeps_the_models_it_made(
@@ -573,5 +577,5 @@ def test_a_fine_tune_that_fails_part_way_keeps_the_models_it_made(
     (made,) = _try(*tiny_served, ("qat",), stop_early=False, notes=notes)
     assert made[0].method == "qat" and made[0].float_nodes == ()
     assert notes == [
-        "the qat method failed part-way (out of memory); kept: the models it made before (1)"
+        "the qat method failed part-way (out of memory); the model it made before is kept"
     ]

@@ -29,9 +29,9 @@ def _entry(method: str, fp32_only: int, float_nodes: int | None, **extra: Any) -
 #: static refused; a sensitivity pass with three models; qat's one (its all-int8 model).
 TRIED = (
     _entry("static", 6, 0, int8_ms=None),
-    _entry("sensitivity", 2, 4, int8_ms=None),
-    _entry("sensitivity", 1, 9, int8_ms=3.5),
-    _entry("sensitivity", 0, 30, int8_ms=4.25),
+    _entry("sensitivity", 2, 4, int8_ms=None, seconds=12.0),
+    _entry("sensitivity", 1, 9, int8_ms=3.5, seconds=20.0),
+    _entry("sensitivity", 0, 30, int8_ms=4.25, seconds=38.0),
     _entry("qat", 1, 0, int8_ms=2.125, seconds=175.0),
 )
 
@@ -59,7 +59,7 @@ def test_a_pass_with_several_models_is_summed_up_in_one_line() -> None:
     assert also == [
         "also tried: static, refused (drop 10.00 points, agreement 90.0%, p = 0.0156; 40 s)",
         "also tried: sensitivity, 3 models with 4-30 nodes in float, 3 accepted (agreement "
-        "96.7% to 100.0%, drop 0.00 to 3.33 points; 40 s)",
+        "96.7% to 100.0%, drop 0.00 to 3.33 points; 38 s)",  # the pass up to its last
         "also tried: qat, accepted (drop 1.67 points, agreement 98.3%, p = 0.5, int8 2.12 ms; "
         "175 s)",
     ]
@@ -74,6 +74,7 @@ def test_entries_recorded_before_float_nodes_and_times_still_read() -> None:
     assert (
         tried_name(legacy[0]) == "static"
         and tried_name(legacy[2]) == "sensitivity with 7 nodes in float"
+        and tried_name({"method": "qat", "float_nodes": 1}) == "qat with 1 node in float"
     )
     assert tried_summaries(legacy) == [
         "static, refused (drop 10.00 points, agreement 90.0%, p = 0.0156; 40 s)",
@@ -99,7 +100,7 @@ def test_a_refusal_after_a_pass_of_many_models_names_the_last_and_sums_up_the_re
     assert message.startswith("int8 model refused (sensitivity with 30 nodes in float): 60 ")
     assert (
         "Tried before it: static, refused (drop 10.00 points, agreement 90.0%, p = 0.0156; "
-        "40 s); sensitivity, 14 models with 2-28 nodes in float, 0 accepted (agreement 90.0% "
-        "to 90.0%, drop 10.00 to 10.00 points; 40 s)." in message
-    )
+        "40 s); sensitivity, 14 models with 2-28 nodes in float, 0 accepted (agreement 90.0%, "
+        "drop 10.00 points; 40 s)." in message
+    )  # one value where the models' are all equal
     assert message.endswith("the fp32 model.onnx is unaffected") and "\n" not in message

@@ -286,13 +286,15 @@ def try_methods(
     ``stop_early``: stop after a model that the gate accepts and that agrees with fp32 on
     :data:`~ursa.export.gate.AGREEMENT_TARGET` of the images with every node int8 (no later
     model can be faster). A model identical to one judged before (the sensitivity pass's
-    all-int8 model, after static's) is left out. A qat fine-tune that fails is left out,
-    with why in ``notes``.
+    all-int8 model, after static's) is left out, and a method that made only such models
+    is named in ``notes``. A qat fine-tune that fails is left out, with why in ``notes``;
+    one that fails part-way keeps the models it made before.
     """
     tried: list[tuple[Int8Candidate, GateResult]] = []
     judged: set[bytes] = set()  # the sensitivity pass's all-int8 model is static's
     for method in methods:
         models = quantizer.models(method)
+        made = new = 0  # this method's models, and those not judged before
         try:
             while True:
                 try:
@@ -303,20 +305,22 @@ def try_methods(
                     # A fine-tune that cannot run (memory, an odd architecture) must not
                     # cost the models the cheaper methods already made.
                     log.warning("int8 qat failed: %s", error)
-                    made = sum(candidate.method == method for candidate, _ in tried)
                     notes.append(
                         f"the qat method failed ({error}) and was left out"
-                        if not made
-                        else f"the qat method failed part-way ({error}); kept: the models "
-                        f"it made before ({made})"
-                    )
+                        if not new
+                        else f"the qat method failed part-way ({error}); "
+                        + ("the model it made before is kept" if new == 1 else
+                           f"the {new} models it made before are kept")
+                    )  # fmt: skip
                     break
                 if candidate is None:
                     break
+                made += 1
                 digest = hashlib.sha256(candidate.model).digest()
                 if digest in judged:
                     continue
                 judged.add(digest)
+                new += 1
                 int8_top1 = top1(session_for(candidate.model), valid_inputs)
                 gate = judge(labels, fp32_top1, int8_top1, rule)
                 tried.append((candidate, gate))
@@ -325,4 +329,9 @@ def try_methods(
                     return tried  # the rest of the method is never made
         finally:
             models.close()  # a pass left part-way: its temporary files go now
+        if made and not new:  # said, or the report would not show that it ran
+            notes.append(
+                f"the {method} method made no model but ones judged before (no float prefix "
+                "came a tenth closer to fp32 than its all-int8 model, static's)"
+            )
     return tried

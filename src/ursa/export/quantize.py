@@ -102,8 +102,8 @@ class Int8Candidate:
     float_nodes: tuple[str, ...] = ()
     """Nodes kept in float (the sensitivity pass's choice)."""
     seconds: float = 0.0
-    """How long the method took to make it, from its start (set by :meth:`Quantizer.models`:
-    for a pass's later models, the pass up to them)."""
+    """How long the method took to make it (set by :meth:`Quantizer.models`: for a pass's
+    later models, the pass up to them; not the time the caller spent between models)."""
     logit_error: float | None = None
     """The sensitivity pass's measure (:func:`relative_error` on its probe images)."""
 
@@ -125,8 +125,8 @@ class QuantizeReport:
     """Model alone, one image, median (ms), measured next to ``int8_ms``."""
     int8_ms: float
     build_seconds: float = 0.0
-    """How long the shipped method took to make the shipped model, from the method's start
-    (the methods tried before it not included)."""
+    """How long the shipped method took to make the shipped model (its own time up to it;
+    the methods tried before it not included)."""
     tried: tuple[dict[str, Any], ...] = field(default=())
     """The other models tried (refused, agreeing less with fp32, or slower), in the order
     made: method, float nodes, gate numbers, seconds, and int8 ms where timed."""
@@ -221,7 +221,9 @@ def refusal(
 def tried_name(entry: dict[str, Any]) -> str:
     """A tried model in a report line: its method, and its float nodes when it kept some."""
     floats = entry.get("float_nodes") or 0
-    return f"{entry['method']} with {floats} nodes in float" if floats else entry["method"]
+    if not floats:
+        return str(entry["method"])
+    return f"{entry['method']} with {floats} node{'s' if floats != 1 else ''} in float"
 
 
 def tried_summaries(tried: Sequence[dict[str, Any]]) -> list[str]:
@@ -251,13 +253,19 @@ def tried_summaries(tried: Sequence[dict[str, Any]]) -> list[str]:
         agreement = [entry["agreement"] for entry in entries]
         drops = [entry["drop_points"] for entry in entries]
         accepted = sum(bool(entry["accepted"]) for entry in entries)
-        seconds = max(entry["seconds"] for entry in entries)  # each counts from the start
+        seconds = max(entry["seconds"] for entry in entries)  # the method's, to its last
         summaries.append(
-            f"{method}, {len(entries)} models with {min(nodes)}-{max(nodes)} nodes in float, "
-            f"{accepted} accepted (agreement {min(agreement):.1%} to {max(agreement):.1%}, "
-            f"drop {min(drops):.2f} to {max(drops):.2f} points; {seconds:.0f} s)"
+            f"{method}, {len(entries)} models with {_span(nodes, '{}', '-')} nodes in float, "
+            f"{accepted} accepted (agreement {_span(agreement, '{:.1%}')}, drop "
+            f"{_span(drops, '{:.2f}')} points; {seconds:.0f} s)"
         )
     return summaries
+
+
+def _span(values: Sequence[float], form: str, between: str = " to ") -> str:
+    """``values``' range in a report line ("2-30", "96.7% to 100.0%"), or the one value."""
+    low, high = form.format(min(values)), form.format(max(values))
+    return low if low == high else f"{low}{between}{high}"
 
 
 def relative_error(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -390,22 +398,34 @@ class Quantizer:
         each float prefix that came closer to fp32 (:meth:`sensitivity_models`), for the
         export to judge on the validation images and time. Made lazily, so that the
         export can stop at an all-int8 model that agrees (qat's sensitivity pass is then
-        not run). Each model's ``seconds`` run from the method's start.
+        not run). Each model's ``seconds``: the time spent in the method up to it (not
+        the caller's time between models).
         """
         if method not in METHODS:  # said now, not at the first model
             raise ConfigError(f"int8 method {method!r}: use one of {', '.join(METHODS)}")
         return self._timed(method)
 
     def _timed(self, method: Method) -> Generator[Int8Candidate, None, None]:
-        started = time.perf_counter()
         if method == "static":
-            made: Iterator[Int8Candidate] = iter([Int8Candidate("static", self.quantize())])
+            made: Generator[Int8Candidate, None, None] = self._static()
         elif method == "sensitivity":
             made = self.sensitivity_models()
         else:
             made = self.qat_models()
-        for candidate in made:
-            yield replace(candidate, seconds=time.perf_counter() - started)
+        spent = 0.0  # inside the method only: not while the caller judges a model
+        try:
+            while True:
+                started = time.perf_counter()
+                candidate = next(made, None)
+                spent += time.perf_counter() - started
+                if candidate is None:
+                    return
+                yield replace(candidate, seconds=spent)
+        finally:
+            made.close()  # qat's: its inner Quantizer's folder goes now, not at collection
+
+    def _static(self) -> Generator[Int8Candidate, None, None]:
+        yield Int8Candidate("static", self.quantize())
 
     def candidate_groups(self) -> list[tuple[str, ...]]:
         """The candidate nodes in the units the sensitivity pass keeps in float, in graph order.
@@ -461,7 +481,9 @@ class Quantizer:
             groups.append(tuple(group))
         return groups
 
-    def sensitivity_models(self, method: Method = "sensitivity") -> Iterator[Int8Candidate]:
+    def sensitivity_models(
+        self, method: Method = "sensitivity"
+    ) -> Generator[Int8Candidate, None, None]:
         """The sensitivity pass's int8 models, fewest float nodes first (module notes).
 
         The first is the all-int8 model (the fastest, when it agrees enough: for qat, the
@@ -501,7 +523,7 @@ class Quantizer:
                 yield Int8Candidate(method, model, kept, logit_error=error)
                 best_error = error
 
-    def qat_models(self) -> Iterator[Int8Candidate]:
+    def qat_models(self) -> Generator[Int8Candidate, None, None]:
         """The sensitivity pass's models on the network after a quantization-aware
         fine-tune (:mod:`ursa.export.qat`), compared with the original fp32 model."""
         if self.qat_source is None:
