@@ -579,3 +579,56 @@ def test_a_fine_tune_that_fails_part_way_keeps_the_models_it_made(
     assert notes == [
         "the qat method failed part-way (out of memory); the model it made before is kept"
     ]
+
+
+def _conv_chain_model(side: int | str) -> bytes:
+    """Conv 3→4 (3×3, padded) → Relu → Conv 4→2 (1×1) → pool → classifier, by hand."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    initializers = [
+        numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+        for name, shape in (("w1", (4, 3, 3, 3)), ("w2", (2, 4, 1, 1)), ("fc", (2, 3)))
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+        helper.make_node("GlobalAveragePool", ["c2"], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc"], ["logits"], name="classifier"),
+    ]
+    graph = helper.make_graph(
+        nodes, "conv-chain",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        initializers,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_each_groups_work_is_its_multiply_adds_or_its_output() -> None:
+    """What the sensitivity ranking divides a group's damage by (a power of) its share."""
+    work = {  # one 8×8 image
+        "conv1": 4 * 8 * 8 * (3 * 3 * 3),  # output elements × inputs per output
+        "relu": 4 * 8 * 8,
+        "conv2": 2 * 8 * 8 * 4,
+        "pool": 2,
+        "flatten": 2,
+    }
+    with Quantizer(_conv_chain_model(8), _colour_images(4, 8, seed=1)) as quantizer:
+        groups = quantizer.candidate_groups()
+        shares = quantizer.group_costs(groups)
+    assert ("conv1", "relu") in groups and ("conv2",) in groups  # the ReLU with its conv
+    total = sum(work[name] for group in groups for name in group)
+    assert shares == pytest.approx(
+        {group: sum(work[name] for name in group) / total for group in groups}
+    )
+    # Height and width not fixed: no shape is known, and every group counts alike.
+    with Quantizer(_conv_chain_model("side"), _colour_images(4, 8, seed=1)) as quantizer:
+        groups = quantizer.candidate_groups()
+        shares = quantizer.group_costs(groups)
+    assert len(groups) >= 2
+    assert shares == pytest.approx({group: 1 / len(groups) for group in groups})

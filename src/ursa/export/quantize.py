@@ -24,7 +24,9 @@ Methods (:data:`METHODS`, in the order ``ursa export --int8`` tries them):
     *alone* (the rest float) on :data:`SENSITIVITY_IMAGES` calibration images and
     ranked by how far its logits move from fp32's (errors that several nodes share,
     such as one outlier tensor read by three, show up on each of them, which
-    excluding one node at a time from the int8 model would hide). Then the top 1, 2, … of the
+    excluding one node at a time from the int8 model would hide), per the time it would
+    cost in float (the square root of its share of the work: :data:`COST_POWER`,
+    :meth:`Quantizer.group_costs`). Then the top 1, 2, … of the
     ranking (at most :func:`float_budget`) are kept in float, and each prefix whose
     int8 model came a tenth closer to fp32 than every shorter one is one of the
     method's models (:meth:`Quantizer.sensitivity_models`). Float rather than 16-bit
@@ -83,12 +85,24 @@ SENSITIVITY_IMAGES = 8
 FRONTIER_STEP = 0.9
 
 
+#: The sensitivity ranking orders the groups by their logit error alone divided by this
+#: power of their share of the work (:meth:`Quantizer.group_costs`). On
+#: ``benchmarks/int8.py``'s digits model (docs/benchmarks.md), ranked by the error alone,
+#: agreement with fp32 reached 98 % with 33 nodes in float holding 45 % of the
+#: multiply-adds, at 0.84x fp32's time; with the square root of the share, with 30 nodes
+#: holding 21 %, at 0.67x. The whole share (power 1) puts first the groups that cost
+#: nearly nothing and change nearly nothing (adds, late depthwise convolutions), and the
+#: budget ran out at 97.8 %.
+COST_POWER = 0.5
+
+
 def float_budget(candidates: int) -> int:
     """Most groups the sensitivity pass keeps in float: two fifths of them, at least 2.
 
-    On ``benchmarks/int8.py``'s digits model in run M (docs/benchmarks.md: 60 groups of
-    one or two nodes), agreement with fp32 reached 98 % only with 33 nodes in float, at
-    least 17 groups; a fifth (12 groups, at most 24 nodes) cannot get there.
+    On ``benchmarks/int8.py``'s digits model (docs/benchmarks.md: 60 groups of one or two
+    nodes), agreement with fp32 reached 98 % with 33 nodes in float (22 groups) ranked by
+    logit error alone, and with 30 (23 groups) ranked per work (:data:`COST_POWER`); a
+    fifth (12 groups) cannot get there.
     """
     return max(2, math.ceil(candidates * 2 / 5))
 
@@ -481,6 +495,45 @@ class Quantizer:
             groups.append(tuple(group))
         return groups
 
+    def group_costs(self, groups: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], float]:
+        """Each group's share of the groups' work, what its nodes cost in float: a
+        ``Conv``'s or ``Gemm``'s multiply-adds, another node's output elements, for one
+        image. Shapes come from the prepared graph's shape inference; a group with a node
+        of unknown shape (or none) counts as the mean of the others (all alike when none
+        is known).
+        """
+        shapes = {
+            value.name: value.type.tensor_type.shape.dim
+            for value in [*self._graph.value_info, *self._graph.output]
+        }
+        weights = {tensor.name: list(tensor.dims) for tensor in self._graph.initializer}
+        nodes = {node.name: node for node in self._graph.node}
+
+        def work(name: str) -> float | None:
+            node = nodes[name]
+            dims = shapes.get(node.output[0]) if node.output else None
+            if not dims or not all(dim.HasField("dim_value") for dim in dims[1:]):
+                return None  # the first axis is the batch, one image here
+            elements = math.prod(dim.dim_value for dim in dims[1:])
+            weight = weights.get(node.input[1]) if len(node.input) > 1 else None
+            if node.op_type == "Conv" and weight is not None and len(weight) > 1:
+                return float(elements * math.prod(weight[1:]))  # (out, in/group, kh, kw)
+            if node.op_type in ("Gemm", "MatMul") and weight is not None:
+                return float(math.prod(weight))
+            return float(elements)
+
+        costs: dict[tuple[str, ...], float | None] = {}
+        for group in groups:
+            parts = [work(name) for name in group]
+            costs[group] = None if None in parts else sum(part or 0.0 for part in parts)
+        known = [cost for cost in costs.values() if cost is not None and cost > 0]
+        mean = statistics.fmean(known) if known else 1.0
+        filled = {
+            group: cost if cost is not None and cost > 0 else mean for group, cost in costs.items()
+        }
+        total = sum(filled.values())
+        return {group: cost / total for group, cost in filled.items()}
+
     def sensitivity_models(
         self, method: Method = "sensitivity"
     ) -> Generator[Int8Candidate, None, None]:
@@ -506,8 +559,13 @@ class Quantizer:
         for group in groups:
             alone = logits(session_for(self.quantize(only=group)), probe)
             damage[group] = relative_error(reference, alone)
-        ranked = sorted(groups, key=damage.__getitem__, reverse=True)
-        ranked = [group for group in ranked if damage[group] > 0.0]
+        # Damage per float time: a group's time in float grows with its multiply-adds.
+        share = self.group_costs(groups)
+        ranked = sorted(
+            (group for group in groups if damage[group] > 0.0),
+            key=lambda group: damage[group] / share[group] ** COST_POWER,
+            reverse=True,
+        )
         budget = float_budget(len(groups))
         # Prefixes of the ranking, not a walk that skips the nodes whose float copy makes
         # it worse: such a walk shipped int8 models that agreed with fp32 on 91-97 % of
