@@ -582,18 +582,21 @@ def test_a_fine_tune_that_fails_part_way_keeps_the_models_it_made(
 
 
 def _conv_chain_model(side: int | str) -> bytes:
-    """Conv 3→4 (3×3, padded) → Relu → Conv 4→2 (1×1) → pool → classifier, by hand."""
+    """Conv 3→4 (3×3) → Relu → depthwise Conv (3×3) → Conv 4→2 (1×1) → pool → classifier."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     initializers = [
         numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
-        for name, shape in (("w1", (4, 3, 3, 3)), ("w2", (2, 4, 1, 1)), ("fc", (2, 3)))
-    ]
+        for name, shape in (
+            ("w1", (4, 3, 3, 3)), ("dw", (4, 1, 3, 3)), ("w2", (2, 4, 1, 1)), ("fc", (2, 3))
+        )
+    ]  # fmt: skip
     nodes = [
         helper.make_node("Conv", ["input", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
-        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+        helper.make_node("Conv", ["r1", "dw"], ["d1"], name="depthwise", group=4, pads=[1] * 4),
+        helper.make_node("Conv", ["d1", "w2"], ["c2"], name="conv2"),
         helper.make_node("GlobalAveragePool", ["c2"], ["pooled"], name="pool"),
         helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
         helper.make_node("Gemm", ["flat", "fc"], ["logits"], name="classifier"),
@@ -611,24 +614,35 @@ def _conv_chain_model(side: int | str) -> bytes:
 
 def test_each_groups_work_is_its_multiply_adds_or_its_output() -> None:
     """What the sensitivity ranking divides a group's damage by (a power of) its share."""
-    work = {  # one 8×8 image
-        "conv1": 4 * 8 * 8 * (3 * 3 * 3),  # output elements × inputs per output
-        "relu": 4 * 8 * 8,
+    work = {  # one 8×8 image: output elements × the inputs each one sums
+        "conv1": 4 * 8 * 8 * (3 * 3 * 3),
+        "relu": 4 * 8 * 8,  # another node: its output elements
+        "depthwise": 4 * 8 * 8 * (1 * 3 * 3),  # one input channel per output channel
         "conv2": 2 * 8 * 8 * 4,
         "pool": 2,
         "flatten": 2,
     }
-    with Quantizer(_conv_chain_model(8), _colour_images(4, 8, seed=1)) as quantizer:
+    images = _colour_images(4, 8, seed=1)
+    with Quantizer(_conv_chain_model(8), images) as quantizer:
         groups = quantizer.candidate_groups()
         shares = quantizer.group_costs(groups)
     assert ("conv1", "relu") in groups and ("conv2",) in groups  # the ReLU with its conv
+    assert {name for group in groups for name in group} >= {"depthwise", "conv1", "conv2"}
     total = sum(work[name] for group in groups for name in group)
     assert shares == pytest.approx(
         {group: sum(work[name] for name in group) / total for group in groups}
     )
-    # Height and width not fixed: no shape is known, and every group counts alike.
-    with Quantizer(_conv_chain_model("side"), _colour_images(4, 8, seed=1)) as quantizer:
-        groups = quantizer.candidate_groups()
-        shares = quantizer.group_costs(groups)
-    assert len(groups) >= 2
-    assert shares == pytest.approx({group: 1 / len(groups) for group in groups})
+    # Height and width not fixed: the convolutions' shapes are unknown (the pool's and the
+    # flatten's are not), so each convolution's group counts as the mean of the known ones.
+    with Quantizer(_conv_chain_model("side"), images) as quantizer:
+        known = [("pool",), ("flatten",), ("pool", "flatten")]  # work 2, 2 and 4
+        shares = quantizer.group_costs([("conv1", "relu"), ("conv2",), *known])
+        mean = (2 + 2 + 4) / 3
+        total = 2 * mean + 8
+        assert shares == pytest.approx(
+            {("conv1", "relu"): mean / total, ("conv2",): mean / total, ("pool",): 2 / total,
+             ("flatten",): 2 / total, ("pool", "flatten"): 4 / total}
+        )  # fmt: skip
+        # None known: all alike.
+        unknown = [("conv1", "relu"), ("depthwise",), ("conv2",)]
+        assert quantizer.group_costs(unknown) == pytest.approx(dict.fromkeys(unknown, 1 / 3))

@@ -24,9 +24,9 @@ Methods (:data:`METHODS`, in the order ``ursa export --int8`` tries them):
     *alone* (the rest float) on :data:`SENSITIVITY_IMAGES` calibration images and
     ranked by how far its logits move from fp32's (errors that several nodes share,
     such as one outlier tensor read by three, show up on each of them, which
-    excluding one node at a time from the int8 model would hide), per the time it would
-    cost in float (the square root of its share of the work: :data:`COST_POWER`,
-    :meth:`Quantizer.group_costs`). Then the top 1, 2, … of the
+    excluding one node at a time from the int8 model would hide), divided by the square
+    root of its share of the candidates' multiply-adds, a proxy for its time in float
+    (:data:`COST_POWER`, :meth:`Quantizer.group_costs`). Then the top 1, 2, … of the
     ranking (at most :func:`float_budget`) are kept in float, and each prefix whose
     int8 model came a tenth closer to fp32 than every shorter one is one of the
     method's models (:meth:`Quantizer.sensitivity_models`). Float rather than 16-bit
@@ -85,14 +85,14 @@ SENSITIVITY_IMAGES = 8
 FRONTIER_STEP = 0.9
 
 
-#: The sensitivity ranking orders the groups by their logit error alone divided by this
-#: power of their share of the work (:meth:`Quantizer.group_costs`). On
-#: ``benchmarks/int8.py``'s digits model (docs/benchmarks.md), ranked by the error alone,
-#: agreement with fp32 reached 98 % with 33 nodes in float holding 45 % of the
-#: multiply-adds, at 0.84x fp32's time; with the square root of the share, with 30 nodes
-#: holding 21 %, at 0.67x. The whole share (power 1) puts first the groups that cost
-#: nearly nothing and change nearly nothing (adds, late depthwise convolutions), and the
-#: budget ran out at 97.8 %.
+#: The sensitivity ranking orders the groups by their logit error (each quantized alone)
+#: divided by this power of their share of the work (:meth:`Quantizer.group_costs`). On
+#: ``benchmarks/int8.py``'s digits model (docs/benchmarks.md, run O), ranked by the error
+#: alone, agreement with fp32 reached 98 % with 33 nodes in float holding 45 % of the
+#: multiply-adds, at 0.82-0.84x fp32's time; with the square root of the share, with 30
+#: nodes holding 21 %, at 0.67-0.69x (ten alternating rounds, twice). The whole share
+#: (power 1) puts first the groups that cost nearly nothing and change nearly nothing
+#: (adds, late depthwise convolutions), and the budget ran out at 97.8 %.
 COST_POWER = 0.5
 
 
@@ -496,41 +496,62 @@ class Quantizer:
         return groups
 
     def group_costs(self, groups: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], float]:
-        """Each group's share of the groups' work, what its nodes cost in float: a
-        ``Conv``'s or ``Gemm``'s multiply-adds, another node's output elements, for one
-        image. Shapes come from the prepared graph's shape inference; a group with a node
-        of unknown shape (or none) counts as the mean of the others (all alike when none
-        is known).
+        """Each group's share of ``groups``' work, a proxy for its time in float, for one
+        image: multiply-adds for a ``Conv``, ``ConvTranspose``, ``Gemm`` or ``MatMul``
+        (output elements times the inputs each one sums; a ``ConvTranspose``, input
+        elements times the outputs each one feeds), output elements for any other node.
+        Shapes come from the prepared graph's shape inference (the first axis is the
+        batch); a group with a node whose shape is unknown, or whose work comes to 0,
+        counts as the mean of the others' (all alike when none is known).
         """
+        from onnx import helper
+
+        graph = self._graph
         shapes = {
             value.name: value.type.tensor_type.shape.dim
-            for value in [*self._graph.value_info, *self._graph.output]
+            for value in [*graph.value_info, *graph.output, *graph.input]
         }
-        weights = {tensor.name: list(tensor.dims) for tensor in self._graph.initializer}
-        nodes = {node.name: node for node in self._graph.node}
+        weights = {tensor.name: list(tensor.dims) for tensor in graph.initializer}
+        nodes = {node.name: node for node in graph.node}
+
+        def dims_of(tensor: str) -> list[int] | None:
+            dims = shapes.get(tensor)
+            if not dims or not all(dim.HasField("dim_value") for dim in dims[1:]):
+                return None
+            return [dim.dim_value for dim in dims[1:]]
 
         def work(name: str) -> float | None:
-            node = nodes[name]
-            dims = shapes.get(node.output[0]) if node.output else None
-            if not dims or not all(dim.HasField("dim_value") for dim in dims[1:]):
-                return None  # the first axis is the batch, one image here
-            elements = math.prod(dim.dim_value for dim in dims[1:])
-            weight = weights.get(node.input[1]) if len(node.input) > 1 else None
+            node = nodes.get(name)
+            if node is None or not node.output:
+                return None
+            output = dims_of(node.output[0])
+            if output is None:
+                return None
+            elements = math.prod(output)
+            inputs = list(node.input)
+            weight = weights.get(inputs[1]) if len(inputs) > 1 else None
+            attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             if node.op_type == "Conv" and weight is not None and len(weight) > 1:
                 return float(elements * math.prod(weight[1:]))  # (out, in/group, kh, kw)
-            if node.op_type in ("Gemm", "MatMul") and weight is not None:
-                return float(math.prod(weight))
+            if node.op_type == "ConvTranspose" and weight is not None and len(weight) > 1:
+                source = dims_of(inputs[0])  # weight: (in, out/group, kh, kw)
+                return None if source is None else float(math.prod(source) * math.prod(weight[1:]))
+            if node.op_type == "Gemm" and weight is not None and len(weight) == 2:
+                return float(elements * weight[1 if attributes.get("transB", 0) else 0])
+            if node.op_type == "MatMul":
+                if weight is not None and len(weight) >= 2:
+                    return float(elements * weight[-2])  # (..., K, N)
+                first = dims_of(inputs[0]) if inputs else None
+                return None if not first else float(elements * first[-1])  # (..., M, K)
             return float(elements)
 
         costs: dict[tuple[str, ...], float | None] = {}
         for group in groups:
             parts = [work(name) for name in group]
-            costs[group] = None if None in parts else sum(part or 0.0 for part in parts)
-        known = [cost for cost in costs.values() if cost is not None and cost > 0]
+            costs[group] = None if None in parts else sum(p for p in parts if p is not None)
+        known = [cost for cost in costs.values() if cost]
         mean = statistics.fmean(known) if known else 1.0
-        filled = {
-            group: cost if cost is not None and cost > 0 else mean for group, cost in costs.items()
-        }
+        filled = {group: cost if cost else mean for group, cost in costs.items()}
         total = sum(filled.values())
         return {group: cost / total for group, cost in filled.items()}
 
